@@ -1,0 +1,72 @@
+"""Neuron state updates, each written once as a pure function of (state, input, parameters).
+
+Modules in ``nwtrain.layers`` hold parameters and state and call these; the sequence path (``run_sequence``)
+is the reference every fused kernel is checked against. All functions return ``(spikes, membrane)`` with
+the membrane after reset. The reset uses the spike value without its surrogate gradient (as snnTorch and
+SpikingJelly do by default): the gradient reaches earlier time steps through the membrane, not the reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+RESET_MECHANISMS = ("subtraction", "zero", "none")
+
+SpikeFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def apply_reset(mem: torch.Tensor, spk: torch.Tensor, threshold, reset: str) -> torch.Tensor:
+    """subtraction: v - s*theta; zero: v*(1 - s); none: v (s detached in all cases)."""
+    s = spk.detach()
+    if reset == "subtraction":
+        return mem - s * threshold
+    if reset == "zero":
+        return mem * (1.0 - s)
+    if reset == "none":
+        return mem
+    raise ValueError(f"reset_mechanism must be one of {RESET_MECHANISMS}, got {reset!r}")
+
+
+def lif_step(mem, current, decay, threshold, reset: str, spike_fn: SpikeFn):
+    """Leaky integrate-and-fire with exponential decay (tutorial 1, section 3):
+
+        v[t+1] = v[t] * exp(-dt / tau) + I[t]
+        s[t+1] = H(v[t+1] - theta)
+        v[t+1] <- reset(v[t+1], s[t+1])
+
+    ``decay`` is ``exp(-dt/tau)`` per neuron; a spike fires at ``v >= theta``.
+    """
+    mem = decay * mem + current
+    spk = spike_fn(mem - threshold)
+    return spk, apply_reset(mem, spk, threshold, reset)
+
+
+def linear_leak_step(mem, dv, vleak, vt, reset: str, spike_fn: SpikeFn):
+    """Analog neuron of the H1 chips: constant leak, membrane clamped at 0 (tutorial 1, section 4a):
+
+        v[t+1] = max(0, max(0, v[t] - Vleak) + dV[t])
+        s[t+1] = H(v[t+1] - vt)
+        v[t+1] <- max(0, reset(v[t+1], s[t+1]))
+
+    The leak drains the charge already on the capacitor during the step and the synaptic charge packet
+    ``dV`` lands at its end, so a lone input shows its full height (tutorial 2: peak membrane 0.1973 for
+    0.01 V/nA * 19.7304 nA). H1v1 resets to zero, H1v2 subtracts the threshold (both clamp at 0).
+    """
+    mem = torch.relu(torch.relu(mem - vleak) + dv)
+    spk = spike_fn(mem - vt)
+    return spk, torch.relu(apply_reset(mem, spk, vt, reset))
+
+
+def run_sequence(step, mem: torch.Tensor, inputs: torch.Tensor, *args):
+    """Reference time loop: ``step(mem, inputs[:, t], *args)`` for t in 0..T-1 on ``inputs [B, T, N]``.
+
+    Returns ``(spikes [B, T, N], membranes [B, T, N], final membrane [B, N])``.
+    """
+    spikes, mems = [], []
+    for t in range(inputs.shape[1]):
+        spk, mem = step(mem, inputs[:, t], *args)
+        spikes.append(spk)
+        mems.append(mem)
+    return torch.stack(spikes, dim=1), torch.stack(mems, dim=1), mem

@@ -1,0 +1,457 @@
+"""Synapses and neuron layers of the LIF baseline and the Neuronova H1v1 / H1v2 chip models.
+
+Public names and constructor arguments mirror the vendor SDK of the tutorials, so their code runs with
+only ``nwavesdk`` replaced by ``nwtrain`` in the imports.
+
+Every synapse and layer takes one time step ``[B, N]`` (stateful, as in the tutorials' loops) or a whole
+sequence ``[B, T, N]`` in one call, with identical results. ``prepare_net`` must run before each batch:
+it clears the membranes and draws a new chip instance (mismatch) when mismatch is enabled.
+
+Tensors are parameters (trained), buffers (constants such as thresholds and leaks) or state (membranes
+and mismatch draws, renewed by ``prepare_net``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from . import chip
+from .dynamics import RESET_MECHANISMS, lif_step, linear_leak_step, run_sequence
+from .quant import Quantizer, RangeQuantizer
+from .surrogate import Surrogate, fast_sigmoid
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SURROGATE_SLOPE = 25.0  # tutorial 4 uses fast_sigmoid(slope=25) on every layer
+
+
+def resolve_device(device) -> torch.device:
+    """``'cpu'``, ``'gpu'`` (the SDK's name for CUDA), ``'cuda[:i]'`` or a ``torch.device``."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device.lower() == "gpu":
+        device = "cuda"
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!s} was requested but CUDA is not available on this machine")
+    return device
+
+
+def _per_neuron(value, n: int, name: str) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=torch.float32).flatten()
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise ValueError(f"{name} has {t.numel()} values for {n} neurons")
+    return t.clone()
+
+
+def snap_tau(taus_s: torch.Tensor, profiles_s: Sequence[float]) -> torch.Tensor:
+    """Nearest hardware profile to each requested tau, nearest by ratio (in log time)."""
+    if bool((taus_s <= 0).any()):
+        raise ValueError(f"taus must be > 0 s, got {taus_s.tolist()}")
+    table = torch.tensor(profiles_s, dtype=torch.float64)
+    idx = (taus_s.double().log()[:, None] - table.log()[None, :]).abs().argmin(dim=1)
+    return table[idx].float()
+
+
+# -------------------------------------------------------------------------------------------------------
+# Neuron layers
+# -------------------------------------------------------------------------------------------------------
+class _SpikingLayer(nn.Module):
+    """Holds the membrane state and runs one step or a whole sequence through ``_step``."""
+
+    def __init__(self, n_neurons: int, dt: float, spike_grad: Surrogate | None, device):
+        super().__init__()
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0 s, got {dt}")
+        self.n_neurons = int(n_neurons)
+        self.dt = float(dt)
+        self.spike_grad = spike_grad if spike_grad is not None else fast_sigmoid(DEFAULT_SURROGATE_SLOPE)
+        self.device_ = resolve_device(device)
+        self.mem: torch.Tensor | None = None
+        self.collect_metrics = False
+        self.spike_count: torch.Tensor | None = None
+        self.sample_steps = 0
+
+    def _step_fn(self, mem: torch.Tensor, current: torch.Tensor, *args):
+        """The model's pure step function (``nwtrain.dynamics``) with this layer's fixed options."""
+        raise NotImplementedError
+
+    def _step_args(self) -> tuple:
+        """Parameters handed to the pure step function after ``(mem, input)``."""
+        raise NotImplementedError
+
+    def prepare(self, generator: torch.Generator, collect_metrics: bool = False) -> None:
+        self.mem = None
+        self.collect_metrics = collect_metrics
+        self.spike_count = None
+        self.sample_steps = 0
+
+    def forward(self, current: torch.Tensor):
+        if current.dim() not in (2, 3) or current.shape[-1] != self.n_neurons:
+            raise ValueError(
+                f"{type(self).__name__} expects [B, {self.n_neurons}] or [B, T, {self.n_neurons}], "
+                f"got {tuple(current.shape)}"
+            )
+        batch = current.shape[0]
+        if self.mem is None or self.mem.shape[0] != batch:
+            self.mem = current.new_zeros(batch, self.n_neurons)
+        if current.dim() == 2:
+            spk, self.mem = self._step(self.mem, current)
+            mem_out = self.mem
+        else:
+            spk, mem_out, self.mem = run_sequence(self._step_fn, self.mem, current, *self._step_args())
+        if self.collect_metrics:
+            counts = spk.detach().reshape(-1, self.n_neurons).sum(0)
+            self.spike_count = counts if self.spike_count is None else self.spike_count + counts
+            self.sample_steps += spk.numel() // self.n_neurons
+        return spk, mem_out
+
+    def _step(self, mem, current):
+        return self._step_fn(mem, current, *self._step_args())
+
+    def firing_rate(self) -> torch.Tensor:
+        """Mean spikes per neuron per step since ``prepare_net(..., collect_metrics=True)``."""
+        if self.spike_count is None:
+            raise RuntimeError("no metrics: call prepare_net(net, collect_metrics=True) and run a batch")
+        return self.spike_count / max(self.sample_steps, 1)
+
+
+class LIFLayer(_SpikingLayer):
+    """Software leaky integrate-and-fire neuron (see ``dynamics.lif_step``).
+
+    ``learn_taus`` stores the decay ``_d_taus = exp(-dt/tau)`` as a parameter, ``learn_thresholds`` the
+    ``thresholds``; otherwise both are buffers.
+    """
+
+    def __init__(
+        self,
+        n_neurons: int,
+        taus=20e-3,
+        thresholds=1.0,
+        reset_mechanism: str = "subtraction",
+        dt: float = 1e-3,
+        learn_taus: bool = False,
+        learn_thresholds: bool = False,
+        spike_grad: Surrogate | None = None,
+        device=None,
+    ):
+        super().__init__(n_neurons, dt, spike_grad, device)
+        if reset_mechanism not in RESET_MECHANISMS:
+            raise ValueError(f"reset_mechanism must be one of {RESET_MECHANISMS}, got {reset_mechanism!r}")
+        self.reset_mechanism = reset_mechanism
+        taus_t = _per_neuron(taus, self.n_neurons, "taus")
+        if bool((taus_t <= 0).any()):
+            raise ValueError(f"taus must be > 0 s, got {taus_t.tolist()}")
+        thresholds_t = _per_neuron(thresholds, self.n_neurons, "thresholds").to(self.device_)
+        d_taus = torch.exp(-self.dt / taus_t).to(self.device_)
+        # Registration order puts thresholds first, as the SDK lists its parameters.
+        if learn_thresholds:
+            self.thresholds = nn.Parameter(thresholds_t)
+        else:
+            self.register_buffer("thresholds", thresholds_t)
+        if learn_taus:
+            self._d_taus = nn.Parameter(d_taus)
+        else:
+            self.register_buffer("_d_taus", d_taus)
+
+    @property
+    def taus(self) -> torch.Tensor:
+        """Membrane time constants in s, from the decay factor."""
+        return -self.dt / torch.log(self._d_taus.detach())
+
+    def _step_fn(self, mem, current, decay, threshold):
+        return lif_step(mem, current, decay, threshold, self.reset_mechanism, self.spike_grad)
+
+    def _step_args(self):
+        return self._d_taus, self.thresholds
+
+
+class _ChipLayer(_SpikingLayer):
+    """Linear-leak chip neuron (see ``dynamics.linear_leak_step``): fixed chip threshold ``_vt``, tau snapped
+    to the chip's leak profiles, optional per-neuron leak mismatch. It has no trainable parameter.
+
+    Buffers: ``_vt`` (V), ``taus`` (effective drain times, s), ``_Ileak`` (nominal leak currents, A);
+    ``Vleak`` (V per step) is state: the nominal leak times this batch's mismatch factors.
+    """
+
+    V_THRESHOLD_V: float
+    TAU_PROFILES_S: tuple[float, ...]
+    C_MEM_F: float
+    LEAK_LOGNORMAL_SIGMA: float
+    RESET: str
+
+    def __init__(
+        self,
+        n_neurons: int,
+        taus=20e-3,
+        dt: float = 1e-3,
+        ileak_mismatch: bool = False,
+        spike_grad: Surrogate | None = None,
+        device=None,
+    ):
+        super().__init__(n_neurons, dt, spike_grad, device)
+        self.ileak_mismatch = bool(ileak_mismatch)
+        taus_eff = snap_tau(_per_neuron(taus, self.n_neurons, "taus"), self.TAU_PROFILES_S)
+        self.register_buffer("_vt", torch.tensor(self.V_THRESHOLD_V, device=self.device_))
+        self.register_buffer("taus", taus_eff.to(self.device_))
+        # tau is the drain time from threshold to zero: tau = C * vt / I_leak.
+        self.register_buffer("_Ileak", (self.C_MEM_F * self.V_THRESHOLD_V / taus_eff).to(self.device_))
+        self.register_buffer("Vleak", self._nominal_vleak(), persistent=False)
+
+    def _nominal_vleak(self) -> torch.Tensor:
+        return self._Ileak * self.dt / self.C_MEM_F
+
+    def prepare(self, generator, collect_metrics=False):
+        super().prepare(generator, collect_metrics)
+        vleak = self._nominal_vleak()
+        if self.ileak_mismatch:
+            # Log-normal leak factor of median 1 (chip.leak_lognormal_sigma explains the width).
+            z = torch.randn(self.n_neurons, generator=generator, device=generator.device)
+            vleak = vleak * torch.exp(self.LEAK_LOGNORMAL_SIGMA * z).to(vleak)
+        self.Vleak = vleak
+
+    def _step_fn(self, mem, dv, vleak, vt):
+        return linear_leak_step(mem, dv, vleak, vt, self.RESET, self.spike_grad)
+
+    def _step_args(self):
+        return self.Vleak, self._vt
+
+
+class H1v1Layer(_ChipLayer):
+    """H1v1 neuron: linear leak, chip-wide threshold 0.204 V, zero reset, membrane >= 0.
+
+    Its input is the synaptic current in nA (from ``H1v1Synapse`` / ``H1v1Frontend``); each input spike
+    delivers a pulse of ``H1V1_PULSE_WIDTH_S`` into ``H1V1_C_MEM_F``, i.e. 0.01 V per nA.
+    """
+
+    V_THRESHOLD_V = chip.H1V1_V_THRESHOLD_V
+    TAU_PROFILES_S = chip.H1V1_TAU_PROFILES_S
+    C_MEM_F = chip.H1V1_C_MEM_F
+    LEAK_LOGNORMAL_SIGMA = chip.H1V1_LEAK_LOGNORMAL_SIGMA
+    RESET = "zero"
+    VOLTS_PER_NA = chip.H1V1_CURRENT_UNIT_A * chip.H1V1_PULSE_WIDTH_S / chip.H1V1_C_MEM_F
+
+    def _step_fn(self, mem, current_na, vleak, vt):
+        return super()._step_fn(mem, current_na * self.VOLTS_PER_NA, vleak, vt)
+
+
+class H1v2Layer(_ChipLayer):
+    """H1v2 neuron: linear leak, chip-wide threshold 0.3226 V, subtraction reset, membrane >= 0.
+
+    Its input is the membrane increment in V (``H1v2Synapse``: dV = fo * w).
+    """
+
+    V_THRESHOLD_V = chip.H1V2_V_THRESHOLD_V
+    TAU_PROFILES_S = chip.H1V2_TAU_PROFILES_S
+    C_MEM_F = chip.H1V2_C_MEM_F
+    LEAK_LOGNORMAL_SIGMA = chip.H1V2_LEAK_LOGNORMAL_SIGMA
+    RESET = "subtraction"
+
+
+# -------------------------------------------------------------------------------------------------------
+# Synapses
+# -------------------------------------------------------------------------------------------------------
+InitFn = Callable[[torch.Tensor], object]
+
+
+def _default_init(fan_in: int) -> InitFn:
+    """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), torch's nn.Linear default."""
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    return lambda w: nn.init.uniform_(w, -bound, bound)
+
+
+class _Synapse(nn.Module):
+    """Weight ``[inputs, outputs]`` (``[channels]`` for the diagonal front end) and its chip transfer.
+
+    The effective weight is ``quantizer(weight) + offset``: the fake-quantised value the chip's memory
+    holds plus this chip instance's programming error (``stddev``, redrawn by ``prepare_net``). The
+    ``transfer`` turns it into what the next layer integrates.
+    """
+
+    WEIGHT_LIMIT_V: float | None = None
+    SIGN_BLOCKS = False
+
+    def __init__(self, shape, fan_in, init, quantizer, stddev, device):
+        super().__init__()
+        self.device_ = resolve_device(device)
+        self.weight = nn.Parameter(torch.empty(*shape, device=self.device_))
+        with torch.no_grad():
+            (init or _default_init(fan_in))(self.weight)
+        self.quantizer = quantizer
+        if stddev is not None and stddev < 0:
+            raise ValueError(f"stddev must be >= 0, got {stddev}")
+        self.stddev = float(stddev or 0.0)
+        if self.stddev > 0:
+            log.info("Synapse mismatch at stddev = %s has now been enabled", stddev)
+        self._offset: torch.Tensor | None = None
+
+    @staticmethod
+    def _range_quantizer(quantization_bit, limit) -> Quantizer | None:
+        return None if quantization_bit is None else RangeQuantizer(quantization_bit, limit)
+
+    def prepare(self, generator: torch.Generator, collect_metrics: bool = False) -> None:
+        if self.stddev > 0:
+            z = torch.randn(self.weight.shape, generator=generator, device=generator.device)
+            self._offset = (self.stddev * z).to(self.weight)
+        else:
+            self._offset = None
+
+    def effective_weight(self) -> torch.Tensor:
+        w = self.weight if self.quantizer is None else self.quantizer(self.weight)
+        return w if self._offset is None else w + self._offset
+
+    def transfer(self, w: torch.Tensor) -> torch.Tensor:
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.transfer(self.effective_weight())
+
+
+class LIFSynapse(_Synapse):
+    """Dense synapse of the LIF baseline: ``I = x @ W (+ b)``; the weight is the membrane jump.
+
+    ``quantizer`` plugs in any scheme of ``nwtrain.quant`` (n-bit, fixed point, ternary, binary).
+    """
+
+    def __init__(
+        self,
+        nb_inputs: int,
+        nb_outputs: int,
+        init: InitFn | None = None,
+        use_bias: bool = False,
+        quantizer: Quantizer | None = None,
+        device=None,
+    ):
+        super().__init__((nb_inputs, nb_outputs), nb_inputs, init, quantizer, 0.0, device)
+        self.bias = nn.Parameter(torch.zeros(nb_outputs, device=self.device_)) if use_bias else None
+
+    def forward(self, x):
+        out = super().forward(x)
+        return out if self.bias is None else out + self.bias
+
+
+class _H1v1Transfer:
+    """H1v1 transconductor: I[nA] = I_B * tanh(w / (lif_threshold * W_S)) (constants in ``chip``)."""
+
+    I_B_NA = chip.H1V1_SYN_BIAS_CURRENT_A / chip.H1V1_CURRENT_UNIT_A
+
+    def transfer(self, w):
+        return self.I_B_NA * torch.tanh(w / (self.lif_threshold * chip.H1V1_SYN_LINEAR_RANGE_V))
+
+
+class H1v1Synapse(_H1v1Transfer, _Synapse):
+    """Dense H1v1 synapse, output current in nA. Weight range [-0.9, 0.9], sign blocks of 5.
+
+    ``quantization_bit=b`` fake-quantises to ``2**b`` levels over the range (hard clamp included);
+    ``stddev`` adds Gaussian programming offsets per chip instance; ``lif_threshold`` is the LIF
+    threshold the weights are expressed against (weights are divided by it before the transfer).
+    """
+
+    WEIGHT_LIMIT_V = chip.H1V1_WEIGHT_LIMIT_V
+    SIGN_BLOCKS = True
+
+    def __init__(
+        self,
+        nb_inputs: int,
+        nb_outputs: int,
+        init: InitFn | None = None,
+        quantization_bit: int | None = None,
+        stddev: float = 0.0,
+        lif_threshold: float = 1.0,
+        device=None,
+    ):
+        quantizer = self._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
+        super().__init__((nb_inputs, nb_outputs), nb_inputs, init, quantizer, stddev, device)
+        self.lif_threshold = float(lif_threshold)
+
+
+class H1v1Frontend(_H1v1Transfer, _Synapse):
+    """Trainable per-channel gain between the 16-channel filterbank and the first H1v1 layer.
+
+    ``I_c = x_c * I_B * tanh(w_c / W_S)`` for each channel ``c`` (a diagonal H1v1 synapse).
+    """
+
+    WEIGHT_LIMIT_V = chip.H1V1_WEIGHT_LIMIT_V
+    DEFAULT_GAIN = 0.5  # design: mid-range gain, ~11.7 nA per unit of filterbank envelope
+
+    def __init__(
+        self,
+        nb_inputs: int = chip.H1V1_FRONTEND_CHANNELS,
+        init: InitFn | None = None,
+        quantization_bit: int | None = None,
+        stddev: float = 0.0,
+        lif_threshold: float = 1.0,
+        device=None,
+    ):
+        if nb_inputs != chip.H1V1_FRONTEND_CHANNELS:
+            warnings.warn(
+                f"Frontend on chip uses {chip.H1V1_FRONTEND_CHANNELS} filters. Using a different amount of "
+                f"neurons {nb_inputs} is allowed but not respecting the chip constraints.",
+                UserWarning,
+                stacklevel=2,
+            )
+        quantizer = self._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
+        init = init or (lambda w: nn.init.constant_(w, self.DEFAULT_GAIN))
+        super().__init__((nb_inputs,), 1, init, quantizer, stddev, device)
+        self.lif_threshold = float(lif_threshold)
+
+    def forward(self, x):
+        return x * self.transfer(self.effective_weight())
+
+
+class H1v2Synapse(_Synapse):
+    """Dense H1v2 synapse: linear gain, ``dV = fo * w / lif_threshold`` in V; range [-1.66, 1.66], sign
+    blocks of 5. H1v2 has no synaptic mismatch (no ``stddev``)."""
+
+    WEIGHT_LIMIT_V = chip.H1V2_WEIGHT_LIMIT_V
+    SIGN_BLOCKS = True
+
+    def __init__(
+        self,
+        nb_inputs: int,
+        nb_outputs: int,
+        init: InitFn | None = None,
+        quantization_bit: int | None = None,
+        lif_threshold: float = 1.0,
+        device=None,
+    ):
+        quantizer = self._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
+        super().__init__((nb_inputs, nb_outputs), nb_inputs, init, quantizer, 0.0, device)
+        self.lif_threshold = float(lif_threshold)
+
+    def transfer(self, w):
+        return chip.H1V2_SYN_GAIN_V / self.lif_threshold * w
+
+
+# -------------------------------------------------------------------------------------------------------
+def prepare_net(
+    module: nn.Module, collect_metrics: bool = False, generator: torch.Generator | None = None
+) -> nn.Module:
+    """Reset every layer's state and draw a new chip instance; call before each batch and after any
+    change to the weights.
+
+    Mismatch is drawn from ``generator`` (default: torch's global CPU generator, so ``torch.manual_seed``
+    makes runs repeatable); draws happen on the generator's device and are moved to the module's.
+    """
+    generator = generator if generator is not None else torch.default_generator
+    for m in module.modules():
+        if isinstance(m, (_SpikingLayer, _Synapse)):
+            m.prepare(generator, collect_metrics)
+    return module
+
+
+def synapses(module: nn.Module) -> list[_Synapse]:
+    """Every synapse (dense or front end) in ``module``, in registration order."""
+    return [m for m in module.modules() if isinstance(m, _Synapse)]
+
+
+def spiking_layers(module: nn.Module) -> list[_SpikingLayer]:
+    return [m for m in module.modules() if isinstance(m, _SpikingLayer)]

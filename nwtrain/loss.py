@@ -1,0 +1,42 @@
+"""The loss stack of tutorial 4: sign topology, weight magnitude and firing-rate targets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .layers import synapses
+from .topology import sign_conflict
+
+
+def topology_loss(synapse: nn.Module, lam: float) -> torch.Tensor:
+    """``lam * sum over sign blocks of the minority magnitude`` ((sum|w| - |sum w|) / 2 per block).
+
+    Zero exactly when every block of 5 is sign-uniform; its gradient shrinks the weights that disagree
+    with their block's majority, which is the nudge tutorial 4 describes (lam=0.05).
+    """
+    return lam * sign_conflict(synapse.weight).sum()
+
+
+def weight_magnitude_loss(model: nn.Module, limit: float) -> torch.Tensor:
+    """``sum over every synapse weight of relu(|w| - limit)^2``: a soft wall at the chip's range."""
+    terms = [torch.relu(s.weight.abs() - limit).pow(2).sum() for s in synapses(model)]
+    if not terms:
+        raise ValueError(f"{type(model).__name__} has no synapse for weight_magnitude_loss")
+    return torch.stack(terms).sum()
+
+
+def firing_rate_target_mse_loss(
+    spikes_list: Sequence[torch.Tensor], offsets: Sequence[float], multipliers: Sequence[float]
+) -> torch.Tensor:
+    """``sum_i multipliers[i] * mean_{b,n} (rate_i[b, n] - offsets[i])^2`` with ``rate_i`` the fraction of
+    time steps each neuron fired for each sample (``spikes [B, T, N]``)."""
+    if not len(spikes_list) == len(offsets) == len(multipliers):
+        raise ValueError(
+            f"spikes_list, offsets and multipliers differ in length: "
+            f"{len(spikes_list)}, {len(offsets)}, {len(multipliers)}"
+        )
+    terms = [m * (spk.mean(dim=1) - o).pow(2).mean() for spk, o, m in zip(spikes_list, offsets, multipliers)]
+    return torch.stack(terms).sum()

@@ -1,0 +1,42 @@
+"""The chips' sign-block routing constraint (tutorial 1, section 4f).
+
+Weights are stored ``[inputs, outputs]``. For each input row, output columns ``[0:5), [5:10), ...`` form a
+block whose weights must share one sign; a last block shorter than 5 (e.g. 2 outputs) is a block too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .chip import SIGN_BLOCK_SIZE
+
+
+def block_view(w: torch.Tensor, block: int = SIGN_BLOCK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w [I, O]`` as ``[I, ceil(O/block), block]`` zero-padded, with the mask of real entries."""
+    n_in, n_out = w.shape
+    pad = (-n_out) % block
+    padded = F.pad(w, (0, pad)).reshape(n_in, -1, block)
+    mask = F.pad(torch.ones_like(w, dtype=torch.bool), (0, pad)).reshape(n_in, -1, block)
+    return padded, mask
+
+
+def block_signs(w: torch.Tensor, block: int = SIGN_BLOCK_SIZE) -> torch.Tensor:
+    """The sign each block agrees on, ``[I, O]``: the sign of the block's sum (the larger side by
+    magnitude), +1 on a tie."""
+    padded, _ = block_view(w.detach(), block)
+    s = torch.where(padded.sum(-1, keepdim=True) >= 0, 1.0, -1.0).to(w.dtype)
+    return s.expand_as(padded).reshape(w.shape[0], -1)[:, : w.shape[1]]
+
+
+def sign_conflict(w: torch.Tensor, block: int = SIGN_BLOCK_SIZE) -> torch.Tensor:
+    """Per-block minority magnitude ``(sum|w| - |sum w|) / 2``, ``[I, n_blocks]``; zero iff sign-uniform."""
+    padded, _ = block_view(w, block)
+    return 0.5 * (padded.abs().sum(-1) - padded.sum(-1).abs())
+
+
+def violating_blocks(w: torch.Tensor, block: int = SIGN_BLOCK_SIZE) -> list[tuple[int, int]]:
+    """``(input row, block index)`` of every block holding both strictly positive and negative weights."""
+    padded, _ = block_view(w.detach(), block)
+    bad = (padded > 0).any(-1) & (padded < 0).any(-1)
+    return [tuple(ix) for ix in bad.nonzero().tolist()]
