@@ -1,0 +1,97 @@
+"""Reading audio clips through soundfile: mono mix, crop, pad or trim, resample to the target rate."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torchaudio.functional import resample
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+class AudioFileError(ValueError):
+    """An audio file that is missing, unreadable, corrupt or empty; the message names the file."""
+
+
+@dataclass(frozen=True, order=True)
+class ClipRef:
+    """One clip: an audio file, optionally cropped from ``start_s`` (silence clips cut from long noise)."""
+
+    path: Path
+    start_s: float = 0.0
+
+    def name(self, root: Path) -> str:
+        """The clip's name relative to ``root``, with ``@<start>s`` appended for crops."""
+        try:
+            rel = self.path.relative_to(root).as_posix()
+        except ValueError:
+            rel = self.path.as_posix()
+        return f"{rel}@{self.start_s:.3f}s" if self.start_s else rel
+
+
+def read_clip(clip: ClipRef, duration_s: float) -> tuple[np.ndarray, int]:
+    """Decode ``duration_s`` seconds of ``clip`` at its native rate, mixed to mono and zero-padded at the end.
+
+    Returns ``(float32 samples, native sample rate)``. Raises :class:`AudioFileError` naming the file when
+    it cannot be opened or decoded, holds no samples, or holds non-finite samples.
+    """
+    try:
+        with sf.SoundFile(clip.path) as f:
+            rate = f.samplerate
+            if f.frames == 0:
+                raise AudioFileError(f"{clip.path}: contains no audio samples")
+            f.seek(min(round(clip.start_s * rate), f.frames))
+            data = f.read(math.ceil(duration_s * rate), dtype="float32", always_2d=True)
+    except AudioFileError:
+        raise
+    except (RuntimeError, OSError, ValueError) as exc:  # libsndfile errors are RuntimeErrors
+        raise AudioFileError(f"{clip.path}: cannot be read as audio ({exc})") from exc
+    if data.shape[0] == 0:
+        raise AudioFileError(f"{clip.path}: no audio samples after {clip.start_s}s")
+    mono = data.mean(axis=1)
+    if not np.isfinite(mono).all():
+        raise AudioFileError(f"{clip.path}: contains non-finite samples")
+    return np.pad(mono, (0, math.ceil(duration_s * rate) - mono.shape[0])), rate
+
+
+def load_clips(
+    clips: Sequence[ClipRef], sample_rate: int, duration_s: float, num_workers: int = 0
+) -> tuple[torch.Tensor, list[tuple[int, AudioFileError]]]:
+    """Decode ``clips`` to a float32 ``[N, round(duration_s * sample_rate)]`` tensor at ``sample_rate``.
+
+    Files are decoded on ``num_workers`` threads (libsndfile releases the GIL) and resampled in one batch
+    per native rate. Returns the waveforms of the good clips, in order, and ``(index, error)`` for each
+    clip that failed; the caller decides whether a failure is fatal.
+    """
+    n_samples = round(duration_s * sample_rate)
+    results: list[tuple[np.ndarray, int] | AudioFileError] = []
+
+    def decode(clip: ClipRef) -> tuple[np.ndarray, int] | AudioFileError:
+        try:
+            return read_clip(clip, duration_s)
+        except AudioFileError as exc:
+            return exc
+
+    if num_workers > 0:
+        with ThreadPoolExecutor(num_workers) as pool:
+            results = list(pool.map(decode, clips))
+    else:
+        results = [decode(c) for c in clips]
+    failures = [(i, r) for i, r in enumerate(results) if isinstance(r, AudioFileError)]
+    good = [r for r in results if not isinstance(r, AudioFileError)]
+    out = torch.zeros(len(good), n_samples)
+    for rate in sorted({r for _, r in good}):
+        rows = [i for i, (_, r) in enumerate(good) if r == rate]
+        batch = torch.from_numpy(np.stack([good[i][0] for i in rows]))
+        if rate != sample_rate:
+            batch = resample(batch, rate, sample_rate)
+        width = min(n_samples, batch.shape[1])
+        out[rows, :width] = batch[:, :width]
+    return out, failures

@@ -1,0 +1,265 @@
+"""``NWaveDataGen``: a dataset on disk -> chip filterbank features -> train/val/test DataLoaders.
+
+Mirrors the vendor SDK's ``NWaveDataGen`` / ``NWaveDataloaderConfig`` (tutorial 4, section 2). Features are
+computed once for every clip of every split, in batches, and cached on disk under a key over everything
+they depend on; the datasets are then in-memory tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+from torch.utils.data import DataLoader, Dataset
+
+from nwtrain.data.audio import AudioFileError, ClipRef, load_clips
+from nwtrain.data.cache import content_key, default_cache_dir, file_digests, load_cached, save_atomic
+from nwtrain.data.filterbank import ChipFilterbank
+from nwtrain.data.readers import SPLITS, DatasetSplits, read_class_folders, read_speech_commands
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS = ("folder", "speech_commands")
+ON_BAD_FILE = ("error", "skip")
+_DECODE_CHUNK = 256  # clips decoded and filtered per step: bounds memory to a few tens of MB
+
+
+@dataclass(frozen=True)
+class NWaveDataloaderConfig:
+    """Batching and splitting options, as in the vendor SDK.
+
+    ``val_split`` / ``test_split`` / ``random_state`` drive the split of a class-folder tree (a Speech
+    Commands tree keeps its official lists). ``random_state`` also seeds the training shuffle.
+    ``num_workers`` is the number of threads that hash and decode audio files while features are built;
+    the loaders themselves run in the main process because the features are in-memory tensors, where
+    worker processes would only add start-up and transfer cost.
+    """
+
+    batch_size: int = 32
+    val_split: float = 0.15
+    test_split: float = 0.0
+    random_state: int = 0
+    num_workers: int = 0
+    shuffle_train: bool = True
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+class FeatureDataset(Dataset):
+    """In-memory features ``[N, T, C]`` with labels; items are ``(x, y)`` or ``(x, y, filename)``."""
+
+    def __init__(
+        self, features: torch.Tensor, labels: torch.Tensor, filenames: list[str], return_filename: bool
+    ):
+        self.features = features
+        self.labels = labels
+        self.filenames = filenames
+        self.return_filename = return_filename
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        if self.return_filename:
+            return self.features[i], self.labels[i], self.filenames[i]
+        return self.features[i], self.labels[i]
+
+
+class NWaveDataGen:
+    """Chip-filterbank features of an audio dataset, served as train/val/test DataLoaders.
+
+    Args:
+        data_parent: dataset root (for the embedded corpus pass :func:`ensure_embedded_corpus`'s result).
+        sample_rate: rate in Hz the audio is resampled to before filtering.
+        recording_duration_s: clips are zero-padded or trimmed (at the end) to this duration.
+        sim_time_s: envelope bin width; 1 s at 8 ms gives 125 time steps.
+        dataloader_config: batching and split options (:class:`NWaveDataloaderConfig`).
+        task: only "classification" is supported.
+        return_filename: batches are ``(x, y, filenames)`` instead of ``(x, y)``.
+        layout: "folder" (``data_parent/<class>/*.wav``) or "speech_commands" (official split lists).
+        words: classes to use, in this order (default: all class folders, sorted).
+        unknown, silence, extra_class_ratio: Speech Commands ``_unknown_`` / ``_silence_`` classes, see
+            :func:`read_speech_commands`.
+        split_by, speaker_pattern: speaker-disjoint split of a folder tree, see :func:`read_class_folders`.
+        on_bad_file: "error" raises :class:`AudioFileError` naming a corrupt, empty or unreadable file;
+            "skip" leaves it out, lists it in ``skipped_files`` and logs a warning.
+        cache_dir: feature cache root (default ``$NWTRAIN_CACHE`` or ``~/.cache/nwtrain``); ``use_cache``
+            False recomputes without reading or writing it.
+        progress: show a progress bar while features are computed.
+
+    Batches hold ``x`` float32 ``[B, T, C]`` (C = ``n_channels``, bounded in [0, ~1], see
+    ``docs/data.md``) and ``y`` int64 indices into ``classes``. ``dataloaders()["test"]`` is an empty
+    loader when the test split is empty (``test_split=0``).
+    """
+
+    def __init__(
+        self,
+        data_parent: str | Path,
+        sample_rate: int = 16000,
+        recording_duration_s: float = 1.0,
+        sim_time_s: float = 8e-3,
+        dataloader_config: NWaveDataloaderConfig | None = None,
+        task: str = "classification",
+        return_filename: bool = False,
+        *,
+        layout: str = "folder",
+        words: Sequence[str] | None = None,
+        unknown: bool = False,
+        silence: bool = False,
+        extra_class_ratio: float = 1.0,
+        split_by: str | None = None,
+        speaker_pattern: str | None = None,
+        on_bad_file: str = "error",
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        progress: bool = True,
+    ):
+        if task != "classification":
+            raise ValueError(f"task={task!r} is not supported; supported: 'classification'")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if on_bad_file not in ON_BAD_FILE:
+            raise ValueError(f"on_bad_file must be one of {ON_BAD_FILE}, got {on_bad_file!r}")
+        if recording_duration_s <= 0:
+            raise ValueError(f"recording_duration_s must be positive, got {recording_duration_s}")
+        if layout == "folder" and (unknown or silence):
+            raise ValueError(
+                "unknown/silence classes need layout='speech_commands' (its other words and "
+                "_background_noise_ recordings)"
+            )
+        self.config = dataloader_config or NWaveDataloaderConfig()
+        self.root = Path(data_parent).expanduser()
+        self.sample_rate = int(sample_rate)
+        self.recording_duration_s = float(recording_duration_s)
+        self.return_filename = return_filename
+        self.on_bad_file = on_bad_file
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.use_cache = use_cache
+        self.progress = progress
+        self.filterbank = ChipFilterbank(self.sample_rate, sim_time_s)
+        self.n_samples = round(self.recording_duration_s * self.sample_rate)
+        self.n_bins = self.filterbank.n_bins(self.n_samples)
+        if layout == "speech_commands":
+            self.splits: DatasetSplits = read_speech_commands(
+                self.root,
+                words,
+                unknown=unknown,
+                silence=silence,
+                extra_class_ratio=extra_class_ratio,
+                random_state=self.config.random_state,
+                clip_duration_s=self.recording_duration_s,
+            )
+        else:
+            self.splits = read_class_folders(
+                self.root,
+                words,
+                val_split=self.config.val_split,
+                test_split=self.config.test_split,
+                random_state=self.config.random_state,
+                split_by=split_by,
+                speaker_pattern=speaker_pattern,
+            )
+        self.skipped_files: list[str] = []
+        self.loaded_from_cache = False
+        self._datasets: dict[str, FeatureDataset] | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names; a label ``y`` indexes this list."""
+        return self.splits.classes
+
+    @property
+    def n_channels(self) -> int:
+        """Feature channels C: filterbank channels below Nyquist (13 at 16 kHz, 16 at 48 kHz)."""
+        return self.filterbank.n_channels
+
+    def datasets(self) -> dict[str, FeatureDataset]:
+        """The train/val/test datasets (features computed or loaded from the cache on first call)."""
+        if self._datasets is None:
+            clips = sorted({e.clip for s in SPLITS for e in self.splits.split(s)})
+            features, rows = self._features(clips)
+            self._datasets = {}
+            for split in SPLITS:
+                kept = [e for e in self.splits.split(split) if e.clip in rows]
+                index = torch.tensor([rows[e.clip] for e in kept], dtype=torch.long)
+                self._datasets[split] = FeatureDataset(
+                    features[index],
+                    torch.tensor([e.label for e in kept], dtype=torch.long),
+                    [e.clip.name(self.root) for e in kept],
+                    self.return_filename,
+                )
+        return self._datasets
+
+    def dataloaders(self) -> dict[str, DataLoader]:
+        """``{"train", "val", "test"}`` DataLoaders; only train is shuffled (seeded by ``random_state``)."""
+        loaders = {}
+        for split, dataset in self.datasets().items():
+            shuffle = split == "train" and self.config.shuffle_train
+            loaders[split] = DataLoader(
+                dataset,
+                batch_size=self.config.batch_size,
+                shuffle=shuffle,
+                generator=torch.Generator().manual_seed(self.config.random_state) if shuffle else None,
+            )
+        return loaders
+
+    def _features(self, clips: list[ClipRef]) -> tuple[torch.Tensor, dict[ClipRef, int]]:
+        """Features of the readable ``clips`` and each one's row; skipped ones are recorded."""
+        digests = file_digests([c.path for c in clips], self.config.num_workers)
+        key = content_key(
+            {
+                "clips": [[c.name(self.root), c.start_s, d] for c, d in zip(clips, digests, strict=True)],
+                "recording_duration_s": self.recording_duration_s,
+                **self.filterbank.cache_fields(),
+            }
+        )
+        cache_file = self.cache_dir / "features" / f"{key}.pt"
+        payload = load_cached(cache_file) if self.use_cache else None
+        self.loaded_from_cache = payload is not None
+        if payload is None:
+            payload = self._compute(clips)
+            if self.use_cache:
+                save_atomic(payload, cache_file)
+        bad = [clips[i] for i in payload["skipped"]]
+        if bad:
+            if self.on_bad_file == "error":
+                raise AudioFileError(payload["skip_reasons"][0])
+            self.skipped_files = [str(c.path) for c in bad]
+            logger.warning(
+                "skipped %d unreadable audio file(s) (on_bad_file='skip'), e.g. %s",
+                len(bad),
+                "; ".join(payload["skip_reasons"][:3]),
+            )
+        skipped = set(payload["skipped"])
+        kept = [i for i in range(len(clips)) if i not in skipped]
+        return payload["features"], {clips[i]: row for row, i in enumerate(kept)}
+
+    def _compute(self, clips: list[ClipRef]) -> dict:
+        features, skipped, reasons = [], [], []
+        with Progress(disable=not self.progress, transient=True) as bar:
+            task = bar.add_task(f"Filterbank features ({self.n_channels} ch)", total=len(clips))
+            for start in range(0, len(clips), _DECODE_CHUNK):
+                chunk = clips[start : start + _DECODE_CHUNK]
+                waves, failures = load_clips(
+                    chunk, self.sample_rate, self.recording_duration_s, self.config.num_workers
+                )
+                if failures and self.on_bad_file == "error":
+                    raise failures[0][1]
+                skipped += [start + i for i, _ in failures]
+                reasons += [str(err) for _, err in failures]
+                if len(waves):
+                    features.append(self.filterbank(waves))
+                bar.advance(task, len(chunk))
+        return {
+            "features": torch.cat(features) if features else torch.zeros(0, self.n_bins, self.n_channels),
+            "skipped": skipped,
+            "skip_reasons": reasons,
+        }

@@ -1,0 +1,301 @@
+"""Dataset readers: Google Speech Commands as it lies on disk, and class-folder trees.
+
+A reader only lists clips and assigns them to classes and splits; decoding and features happen in
+:mod:`nwtrain.data.datagen`. Both readers are deterministic for a given ``random_state``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from nwtrain.data.audio import AUDIO_SUFFIXES, AudioFileError, ClipRef
+
+UNKNOWN_CLASS = "_unknown_"
+SILENCE_CLASS = "_silence_"
+BACKGROUND_NOISE_DIR = "_background_noise_"
+VALIDATION_LIST = "validation_list.txt"
+TESTING_LIST = "testing_list.txt"
+SPEECH_COMMANDS_SPEAKER_PATTERN = r"^([0-9a-f]+)_nohash_"  # yes/0a7c2a8d_nohash_0.wav -> 0a7c2a8d
+FSDD_SPEAKER_PATTERN = r"^\d+_([a-z]+)_\d+"  # zero/0_george_12.wav -> george
+DEFAULT_SPEAKER_PATTERNS = (SPEECH_COMMANDS_SPEAKER_PATTERN, FSDD_SPEAKER_PATTERN)
+SPLITS = ("train", "val", "test")
+# Silence crops of a background recording come from a split's own stretch of it, so no second of noise
+# heard in training reappears in validation or test.
+NOISE_REGIONS = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}
+
+
+@dataclass(frozen=True)
+class Example:
+    """A clip and its class index."""
+
+    clip: ClipRef
+    label: int
+
+
+@dataclass
+class DatasetSplits:
+    """The classes of a dataset and its train/val/test examples."""
+
+    classes: list[str]
+    train: list[Example] = field(default_factory=list)
+    val: list[Example] = field(default_factory=list)
+    test: list[Example] = field(default_factory=list)
+
+    def split(self, name: str) -> list[Example]:
+        """The examples of split ``name`` ("train", "val" or "test")."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return getattr(self, name)
+
+
+def _contents(folder: Path) -> list[str]:
+    """What a folder holds (the first 30 names), for error messages."""
+    return sorted(p.name for p in folder.iterdir())[:30] if folder.is_dir() else []
+
+
+def _require_dir(root: Path, what: str) -> Path:
+    root = Path(root).expanduser()
+    if root.is_dir():
+        return root
+    parent = root.parent
+    while not parent.is_dir() and parent != parent.parent:
+        parent = parent.parent
+    raise FileNotFoundError(f"{what} {root} does not exist; {parent} contains: {_contents(parent)}")
+
+
+def _class_dirs(root: Path) -> list[str]:
+    # "_background_noise_" and hidden folders are not classes
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def _select_words(root: Path, available: list[str], words: Sequence[str] | None) -> list[str]:
+    if words is None:
+        if not available:
+            raise ValueError(f"{root} contains no class folders; found: {_contents(root)}")
+        return available
+    words = list(words)
+    if not words:
+        raise ValueError("words must name at least one class (or be None for all)")
+    if len(set(words)) != len(words):
+        raise ValueError(f"words contains duplicates: {words}")
+    missing = [w for w in words if w not in available]
+    if missing:
+        raise ValueError(f"words {missing} not found in {root}; available: {available}")
+    return words
+
+
+def _check_fractions(val_split: float, test_split: float) -> None:
+    if not (0 <= val_split < 1 and 0 <= test_split < 1 and val_split + test_split < 1):
+        raise ValueError(
+            f"need 0 <= val_split, test_split and val_split + test_split < 1; "
+            f"got val_split={val_split}, test_split={test_split}"
+        )
+
+
+def read_speech_commands(
+    root: str | Path,
+    words: Sequence[str] | None = None,
+    unknown: bool = False,
+    silence: bool = False,
+    extra_class_ratio: float = 1.0,
+    random_state: int = 0,
+    clip_duration_s: float = 1.0,
+) -> DatasetSplits:
+    """Read Google Speech Commands (v0.01 or v0.02) in its own layout, with its official split.
+
+    ``root`` holds one folder per word, ``validation_list.txt``, ``testing_list.txt`` (paths such as
+    ``yes/0a7c2a8d_nohash_0.wav``) and ``_background_noise_``. A listed clip belongs to that split; every
+    other clip of the word folders is training data, so the official speaker-disjoint split is kept.
+
+    Classes are ``words`` in the given order (all word folders, sorted, when ``None``), then ``_unknown_``
+    if ``unknown`` (clips of the remaining words, drawn per split) and ``_silence_`` if ``silence``
+    (``clip_duration_s`` crops of the background-noise recordings; each split crops its own stretch of
+    every recording, see ``NOISE_REGIONS``). Each extra class gets ``extra_class_ratio`` times the mean
+    size of a word class in the same split. Draws are seeded by ``random_state``.
+    """
+    root = _require_dir(Path(root), "Speech Commands root")
+    lists = {}
+    for split, name in (("val", VALIDATION_LIST), ("test", TESTING_LIST)):
+        path = root / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: not a Speech Commands tree? {root} contains: {_contents(root)}"
+            )
+        lists[split] = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    if extra_class_ratio < 0:
+        raise ValueError(f"extra_class_ratio must be >= 0, got {extra_class_ratio}")
+    available = _class_dirs(root)
+    words = _select_words(root, available, words)
+    classes = list(words)
+
+    def split_of(word: str, path: Path) -> str:
+        rel = f"{word}/{path.name}"
+        return "val" if rel in lists["val"] else "test" if rel in lists["test"] else "train"
+
+    def clips_by_split(word: str) -> dict[str, list[ClipRef]]:
+        out: dict[str, list[ClipRef]] = {s: [] for s in SPLITS}
+        for path in _audio_files(root / word):
+            out[split_of(word, path)].append(ClipRef(path))
+        return out
+
+    result = DatasetSplits(classes)
+    for label, word in enumerate(words):
+        for split, clips in clips_by_split(word).items():
+            result.split(split).extend(Example(c, label) for c in clips)
+    word_counts = {s: len(result.split(s)) for s in SPLITS}
+
+    def n_extra(split: str) -> int:
+        return round(extra_class_ratio * word_counts[split] / len(words))
+
+    if unknown:
+        others = [w for w in available if w not in words]
+        if not others:
+            raise ValueError(
+                f"unknown=True needs word folders besides {words} in {root}; found only {available}"
+            )
+        pool: dict[str, list[ClipRef]] = {s: [] for s in SPLITS}
+        for word in others:
+            for split, clips in clips_by_split(word).items():
+                pool[split].extend(clips)
+        label = len(classes)
+        classes.append(UNKNOWN_CLASS)
+        for i, split in enumerate(SPLITS):
+            rng = np.random.default_rng([random_state, i, 1])
+            n = min(n_extra(split), len(pool[split]))
+            picked = sorted(rng.choice(len(pool[split]), size=n, replace=False))
+            result.split(split).extend(Example(pool[split][j], label) for j in picked)
+
+    if silence:
+        noise_dir = root / BACKGROUND_NOISE_DIR
+        noises = _audio_files(noise_dir) if noise_dir.is_dir() else []
+        if not noises:
+            raise FileNotFoundError(
+                f"silence=True needs recordings in {noise_dir}; {root} contains: {_contents(root)}"
+            )
+        durations = []
+        for path in noises:
+            try:
+                durations.append(sf.info(str(path)).duration)
+            except (RuntimeError, OSError) as exc:
+                raise AudioFileError(f"{path}: cannot be read as audio ({exc})") from exc
+        label = len(classes)
+        classes.append(SILENCE_CLASS)
+        for i, split in enumerate(SPLITS):
+            rng = np.random.default_rng([random_state, i, 2])
+            lo, hi = NOISE_REGIONS[split]
+            for _ in range(n_extra(split)):
+                k = int(rng.integers(len(noises)))
+                start = lo * durations[k] + rng.random() * max(
+                    0.0, (hi - lo) * durations[k] - clip_duration_s
+                )
+                result.split(split).append(Example(ClipRef(noises[k], round(start, 3)), label))
+    return result
+
+
+def speaker_of(name: str, patterns: Sequence[str]) -> str:
+    """The speaker id in file name ``name``: group 1 of the first pattern in ``patterns`` that matches."""
+    for pattern in patterns:
+        match = re.search(pattern, name)
+        if match:
+            return match.group(1)
+    raise ValueError(
+        f"cannot find a speaker in file name {name!r}: it matches none of the speaker patterns "
+        f"{list(patterns)} (set speaker_pattern to a regex whose group 1 is the speaker)"
+    )
+
+
+def _assign_groups(
+    sizes: dict[str, int], val_split: float, test_split: float, rng: np.random.Generator
+) -> dict[str, str]:
+    # Whole speakers go to test, then val, while that brings the split nearer its target size; a split with
+    # a non-zero fraction always gets at least one speaker.
+    total = sum(sizes.values())
+    target = {"test": test_split * total, "val": val_split * total}
+    filled = {"test": 0, "val": 0}
+    assignment = {}
+    for speaker in (str(s) for s in rng.permutation(sorted(sizes))):
+        assignment[speaker] = "train"
+        for split in ("test", "val"):
+            n = sizes[speaker]
+            if target[split] > 0 and (
+                filled[split] == 0
+                or abs(filled[split] + n - target[split]) < abs(filled[split] - target[split])
+            ):
+                assignment[speaker] = split
+                filled[split] += n
+                break
+    if "train" not in assignment.values():
+        raise ValueError(
+            f"split_by='speaker' with val_split={val_split}, test_split={test_split} leaves no "
+            f"speaker for training; speakers and clip counts: {dict(sorted(sizes.items()))}"
+        )
+    return assignment
+
+
+def read_class_folders(
+    root: str | Path,
+    words: Sequence[str] | None = None,
+    val_split: float = 0.15,
+    test_split: float = 0.0,
+    random_state: int = 0,
+    split_by: str | None = None,
+    speaker_pattern: str | None = None,
+) -> DatasetSplits:
+    """Read a class-folder tree ``root/<class>/*.wav`` and split it with a seed.
+
+    Classes are ``words`` in the given order, or all class folders sorted by name (folders starting with
+    ``_`` or ``.`` are not classes). With ``split_by=None`` each class is shuffled with ``random_state``
+    and ``round(n * test_split)`` / ``round(n * val_split)`` of its clips go to test / val (stratified).
+    With ``split_by="speaker"`` whole speakers are assigned, so no validation or test speaker is heard in
+    training; the speaker is group 1 of ``speaker_pattern`` searched in the file name (default: the Speech
+    Commands ``<hash>_nohash_`` and FSDD ``<digit>_<name>_<n>`` conventions, first match wins).
+    """
+    if split_by not in (None, "speaker"):
+        raise ValueError(f"split_by must be None or 'speaker', got {split_by!r}")
+    _check_fractions(val_split, test_split)
+    root = _require_dir(Path(root), "data root")
+    classes = _select_words(root, _class_dirs(root), words)
+    files = {}
+    for cls in classes:
+        files[cls] = _audio_files(root / cls)
+        if not files[cls]:
+            raise ValueError(f"class folder {root / cls} has no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    result = DatasetSplits(list(classes))
+    rng = np.random.default_rng(random_state)
+    if split_by is None:
+        for label, cls in enumerate(classes):
+            order = rng.permutation(len(files[cls]))
+            n_test = round(len(order) * test_split)
+            n_val = round(len(order) * val_split)
+            for rank, j in enumerate(order):
+                split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+                result.split(split).append(Example(ClipRef(files[cls][j]), label))
+    else:
+        if speaker_pattern is not None and re.compile(speaker_pattern).groups < 1:
+            raise ValueError(f"speaker_pattern {speaker_pattern!r} needs a capturing group for the speaker")
+        patterns = (speaker_pattern,) if speaker_pattern else DEFAULT_SPEAKER_PATTERNS
+        speakers = {path: speaker_of(path.name, patterns) for cls in classes for path in files[cls]}
+        sizes: dict[str, int] = {}
+        for speaker in speakers.values():
+            sizes[speaker] = sizes.get(speaker, 0) + 1
+        assignment = _assign_groups(sizes, val_split, test_split, rng)
+        for label, cls in enumerate(classes):
+            for path in files[cls]:
+                result.split(assignment[speakers[path]]).append(Example(ClipRef(path), label))
+    for split in SPLITS:
+        result.split(split).sort(key=lambda e: (e.label, e.clip))
+    return result

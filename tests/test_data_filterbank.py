@@ -1,0 +1,91 @@
+"""The chip filterbank: shapes, dropped channels and their warning, selectivity, scale."""
+
+import logging
+import math
+
+import pytest
+import torch
+
+from nwtrain.chip import FILTERBANK_CENTRE_FREQS_HZ, FILTERBANK_Q
+from nwtrain.data import ChipFilterbank
+
+
+def sines(freqs, sample_rate, seconds=1.0, amplitude=1.0):
+    t = torch.arange(round(seconds * sample_rate), dtype=torch.float64) / sample_rate
+    return torch.stack([amplitude * torch.sin(2 * math.pi * f * t) for f in freqs]).float()
+
+
+def test_shape_at_16k_8ms_is_125_by_13():
+    fb = ChipFilterbank(16000, 8e-3)
+    features = fb(torch.randn(4, 16000))
+    assert features.shape == (4, 125, 13)
+    assert features.dtype == torch.float32
+    assert fb.n_channels == 13
+    assert fb.centre_freqs_hz == FILTERBANK_CENTRE_FREQS_HZ[:13]
+    assert fb.q == FILTERBANK_Q
+
+
+def test_all_16_channels_at_48k():
+    fb = ChipFilterbank(48000, 8e-3)
+    assert fb(torch.randn(2, 48000)).shape == (2, 125, 16)
+
+
+def test_nyquist_warning_text(caplog):
+    with caplog.at_level(logging.WARNING, logger="nwtrain.data.filterbank"):
+        ChipFilterbank(16000, 8e-3)
+    assert "Using 13 valid freqs out of 16 for sr=16000Hz (Nyquist=8000.0Hz)." in caplog.messages
+
+
+def test_no_warning_when_every_channel_is_valid(caplog):
+    with caplog.at_level(logging.WARNING, logger="nwtrain.data.filterbank"):
+        ChipFilterbank(48000, 8e-3)
+    assert not caplog.messages
+
+
+def test_frequency_at_exactly_nyquist_is_dropped():
+    # 100 * 2^(10/2) = 3200 Hz is channel 10; at sr=6400 it sits exactly on Nyquist
+    assert ChipFilterbank(6400, 8e-3).n_channels == 10
+
+
+def test_each_centre_frequency_peaks_in_its_own_channel():
+    fb = ChipFilterbank(16000, 8e-3)
+    features = fb(sines(fb.centre_freqs_hz, 16000))
+    assert torch.equal(features[:, 20:].mean(dim=1).argmax(dim=1), torch.arange(13))
+
+
+def test_unit_peak_gain_scale():
+    # a full-scale sine at a centre frequency passes at 0 dB: its mean rectified value is 2/pi
+    fb = ChipFilterbank(16000, 8e-3)
+    features = fb(sines([fb.centre_freqs_hz[8]], 16000))
+    assert features[0, 20:, 8].mean().item() == pytest.approx(2 / math.pi, rel=0.02)
+    assert 0.0 <= features.min() and features.max() <= 1.0
+
+
+def test_peak_normalisation_removes_the_recording_level():
+    fb = ChipFilterbank(16000, 8e-3)
+    x = torch.randn(2, 16000)
+    assert torch.allclose(fb(x), fb(0.05 * x), atol=1e-6)
+
+
+def test_silence_stays_silent_and_hiss_is_not_blown_up():
+    fb = ChipFilterbank(16000, 8e-3)
+    assert torch.count_nonzero(fb(torch.zeros(1, 16000))) == 0
+    assert fb(1e-6 * torch.randn(1, 16000)).max() < 0.01  # normalisation gain capped at 60 dB
+
+
+def test_non_integer_bin_width():
+    fb = ChipFilterbank(22050, 8e-3)  # 176.4 samples per bin
+    assert fb(torch.randn(1, 22050)).shape == (1, 125, 14)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(sample_rate=0, sim_time_s=8e-3),
+        dict(sample_rate=16000, sim_time_s=0),
+        dict(sample_rate=100, sim_time_s=8e-3),
+    ],
+)
+def test_invalid_arguments(kwargs):
+    with pytest.raises(ValueError):
+        ChipFilterbank(**kwargs)
