@@ -1,0 +1,117 @@
+"""Hydra callbacks: a writable-output check before Hydra creates the run folder, and the summary table at the
+end of a sweep."""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from rich import get_console
+from rich.table import Table
+
+from .checkpoint import atomic_write_json
+from .errors import OutputDirError
+from .validation import check_output_dir
+
+log = logging.getLogger(__name__)
+
+# Overrides that repeat a setting rather than define one: their jobs are pooled into mean +- std.
+SEED_KEYS = ("seed", "trainer.seed")
+
+
+class CheckOutputDir(Callback):
+    """Hydra creates the run (or sweep) folder before any task code runs and fails there with a traceback;
+    this checks the folder first and exits with one line naming it (Hydra turns a callback's exceptions
+    into warnings, so it exits)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir)
+
+    @staticmethod
+    def _check(folder: str) -> None:
+        try:
+            check_output_dir(folder)
+        except OutputDirError as e:
+            raise SystemExit(f"nwtrain: {e}") from None
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize_sweep(sweep_dir: Path) -> list[dict]:
+    """One row per setting over the job folders of ``sweep_dir``: jobs, failures, and the mean and std of
+    best validation and test accuracy of the completed jobs. A setting is what sets a job apart: its
+    overrides less those every job shares and less the seed, whose jobs are pooled."""
+    jobs = []
+    for overrides_file in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")):
+        job_dir = overrides_file.parent.parent
+        summary_file = job_dir / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {"status": "missing"}
+        jobs.append((job_dir.name, [str(o) for o in OmegaConf.load(overrides_file)], summary))
+    shared = set.intersection(*(set(overrides) for _, overrides, _ in jobs)) if jobs else set()
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for name, overrides, summary in jobs:
+        setting = tuple(
+            o for o in overrides if o not in shared and o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS
+        )
+        groups.setdefault(setting, []).append({"job": name, **summary})
+    rows = []
+    for setting, members in groups.items():
+        done = [j for j in members if j["status"] in ("completed", "early_stopped")]
+        val_mean, val_std = _mean_std([j["best_val_acc"] for j in done])
+        test_mean, test_std = _mean_std([j["test_acc"] for j in done if j.get("test_acc") is not None])
+        rows.append(
+            {
+                "setting": " ".join(setting) or "(every job)",
+                "jobs": [j["job"] for j in members],
+                "completed": len(done),
+                "failed": [
+                    {"job": j["job"], "error": j.get("error", j["status"])} for j in members if j not in done
+                ],
+                "val_acc_mean": val_mean,
+                "val_acc_std": val_std,
+                "test_acc_mean": test_mean,
+                "test_acc_std": test_std,
+            }
+        )
+    return rows
+
+
+def _pm(mean, std) -> str:
+    return "-" if mean is None else f"{mean:.1%} ± {std:.1%}"
+
+
+class SweepSummary(Callback):
+    """After ``nwtrain -m ...``: ``sweep_summary.json`` in the sweep folder and a table on the console."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = summarize_sweep(sweep_dir)
+        if not rows:
+            return
+        atomic_write_json(sweep_dir / "sweep_summary.json", rows)
+        table = Table(title=f"sweep {sweep_dir}")
+        for column in ("setting", "completed / jobs", "best val acc (mean ± std)", "test acc (mean ± std)"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(
+                r["setting"],
+                f"{r['completed']} / {len(r['jobs'])}",
+                _pm(r["val_acc_mean"], r["val_acc_std"]),
+                _pm(r["test_acc_mean"], r["test_acc_std"]),
+            )
+        get_console().print(table)
+        for r in rows:
+            for failure in r["failed"]:
+                log.warning("job %s (%s) failed: %s", failure["job"], r["setting"], failure["error"])

@@ -1,0 +1,125 @@
+"""Crash-safe files: atomic writes, checkpoints that load without running code, and RNG state capture.
+
+Every file is written to a temporary sibling, flushed to disk and moved over its target with
+``os.replace``, so a reader (or a run killed mid-write) sees either the old file or the new one, never a
+torn one. Checkpoints hold only tensors and plain Python data (the config as a YAML string, RNG states as
+tensors and lists) so ``torch.load(weights_only=True)`` reads them: loading never unpickles code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = "nwtrain-checkpoint"
+VERSION = 1
+REQUIRED_KEYS = ("model", "optimizer", "epoch", "batch", "config", "rng", "history")
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def atomic_write_jsonl(path: str | os.PathLike, records: list[dict]) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    return _atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **payload}, f))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read an nwtrain checkpoint onto the CPU; a missing, truncated, unsafe or foreign file raises a
+    ``CheckpointError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[0]
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data, so it was not loaded "
+            f"(nwtrain loads with weights_only=True and never runs code from a file): {reason}"
+        ) from None
+    except Exception as e:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read: it is truncated or not a torch file ({type(e).__name__}: {e})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an nwtrain checkpoint (it has no format: {FORMAT!r} entry)")
+    if ckpt.get("version", 0) > VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {ckpt['version']}; this nwtrain reads up to {VERSION}"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete: it lacks {', '.join(missing)}")
+    return ckpt
+
+
+def capture_rng(generator: torch.Generator) -> dict:
+    """Every random stream training draws from: torch (CPU, CUDA), numpy, python and the mismatch
+    ``generator``, as tensors and lists."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": [version, list(internal), gauss_next],
+        "mismatch": generator.get_state(),
+    }
+
+
+def restore_rng(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["name"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    generator.set_state(state["mismatch"])

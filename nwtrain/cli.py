@@ -1,0 +1,72 @@
+"""Console entry points: ``nwtrain`` (train; ``-m`` sweeps) and ``nwtrain-eval`` (evaluate a checkpoint).
+
+Configs come from the ``conf/`` folder at the repository root, found next to the package (a checkout or an
+editable install, ``pip install -e .``); ``NWTRAIN_CONFIG_DIR`` points at another copy, e.g. for a wheel
+install. ``--config-dir`` / ``hydra.searchpath`` add folders of one's own experiments on top.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .checkpoint import atomic_write_json
+from .errors import NwtrainError, TrainingInterrupted
+from .evaluate import evaluate_checkpoint
+from .train import train
+
+log = logging.getLogger("nwtrain")
+
+CONFIG_DIR = os.environ.get("NWTRAIN_CONFIG_DIR") or str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _run(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
+    """Run one job. Errors a user can fix print as one line. In a sweep a failed job is recorded in its
+    folder's summary.json and returns NaN (a failed trial for Optuna), so the other jobs go on; a signal
+    still stops the whole sweep."""
+    try:
+        return task(cfg)
+    except TrainingInterrupted as e:
+        log.warning("%s", e)
+        raise SystemExit(e.exit_code) from None
+    except Exception as e:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            if isinstance(e, NwtrainError):
+                log.error("%s", e)
+                raise SystemExit(1) from None
+            raise
+        log.error(
+            "job failed, the sweep goes on: %s: %s",
+            type(e).__name__,
+            e,
+            exc_info=not isinstance(e, NwtrainError),
+        )
+        try:
+            atomic_write_json(
+                Path(HydraConfig.get().runtime.output_dir) / "summary.json",
+                {"status": "failed", "error": f"{type(e).__name__}: {e}"},
+            )
+        except OSError as write_error:
+            log.error("could not record the failure: %s", write_error)
+        return math.nan
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    """``nwtrain [experiment=...] [field=value ...]``; returns the best validation accuracy (what sweeps
+    optimise)."""
+    return _run(lambda c: train(c)["best_val_acc"], cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def eval_main(cfg: DictConfig) -> float:
+    """``nwtrain-eval ckpt_path=... [data=...] [split=test|val|train|all]``; returns the accuracy."""
+    return _run(lambda c: evaluate_checkpoint(c)["acc"], cfg)

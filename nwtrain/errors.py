@@ -1,0 +1,39 @@
+"""Errors the CLI reports as one clear line (no traceback): each names the file, field or value at fault."""
+
+from __future__ import annotations
+
+
+class NwtrainError(Exception):
+    """Base of the errors a user can fix from the message alone."""
+
+
+class ConfigError(NwtrainError, ValueError):
+    """A config field holds a value nwtrain cannot use; the message starts with the field's dotted name."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class CheckpointError(NwtrainError):
+    """A checkpoint file is missing, truncated, foreign or incompatible; the message names the file."""
+
+
+class DataError(NwtrainError):
+    """The data set does not match the config (missing words or folders)."""
+
+
+class OutputDirError(NwtrainError):
+    """The run folder cannot be written."""
+
+
+class NonFiniteLossError(NwtrainError):
+    """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(NwtrainError):
+    """SIGINT / SIGTERM stopped training after a resumable checkpoint was written."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention for "terminated by signal signum"

@@ -1,0 +1,222 @@
+"""The keyword-spotting network of vendor tutorial 4, built for any of the three neuron models.
+
+    input [B, T, C] -> frontend -> frontend_layer -> syn_hidden -> hidden -> syn_out -> out -> spikes
+
+The topology, time constants, surrogate and the split of the mismatch (dense synapses and the hidden and
+output leaks; none in the front end) are the tutorial's. Each layer runs the whole sequence in one call,
+which gives the tutorial's per-step loop bit for bit at a fraction of its Python overhead.
+
+H1v1 has a front-end class of its own (``H1v1Frontend``); H1v2 and LIF do not, so they get a per-channel
+gain made of their own synapse model (a diagonal ``H1v2Synapse`` / ``LIFSynapse``): the input still reaches
+each front-end neuron through one trainable weight, as on H1v1, and the parameter groups stay the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from . import chip as chip_constants
+from .layers import (
+    H1v1Frontend,
+    H1v1Layer,
+    H1v1Synapse,
+    H1v2Layer,
+    H1v2Synapse,
+    LIFLayer,
+    LIFSynapse,
+    prepare_net,
+)
+from .quant import RangeQuantizer
+from .surrogate import Surrogate, fast_sigmoid
+
+CHIPS = ("lif", "h1v1", "h1v2")
+LAYER_NAMES = ("frontend", "hidden", "out")
+
+# LIF has no chip range; its threshold (1.0) is the natural unit: a single weight beyond it makes a spike
+# on its own, so the soft wall and the quantiser range of the baseline sit there.
+LIF_WEIGHT_LIMIT = 1.0
+
+WEIGHT_LIMITS = {
+    "lif": LIF_WEIGHT_LIMIT,
+    "h1v1": chip_constants.H1V1_WEIGHT_LIMIT_V,
+    "h1v2": chip_constants.H1V2_WEIGHT_LIMIT_V,
+}
+
+# Initial front-end gains. H1v1: the SDK's default. The others are set so one unit of filterbank envelope
+# moves the front-end membrane by about the same fraction of its threshold per step as on H1v1
+# (0.5 -> 11.7 nA -> 0.117 V of 0.204 V, i.e. 0.57 thresholds): LIF 0.57 of its threshold 1.0; H1v2 is
+# capped by its range (1.66 * 0.0873 V = 0.145 V of 0.3226 V, 0.45 thresholds), so it takes the range.
+DEFAULT_FRONTEND_GAINS = {
+    "lif": 0.57,
+    "h1v1": H1v1Frontend.DEFAULT_GAIN,
+    "h1v2": chip_constants.H1V2_WEIGHT_LIMIT_V,
+}
+
+
+def weight_limit(chip: str) -> float:
+    """The weight range ``[-limit, limit]`` of ``chip`` (the LIF baseline: its threshold)."""
+    if chip not in WEIGHT_LIMITS:
+        raise ValueError(f"chip must be one of {CHIPS}, got {chip!r}")
+    return WEIGHT_LIMITS[chip]
+
+
+class _Diagonal:
+    """Per-channel gain: weight ``[1, C]`` applied element-wise, ``y_c = x_c * transfer(w_c)``."""
+
+    SIGN_BLOCKS = False  # one weight per channel, not a routed dense block: no sign constraint
+
+    def forward(self, x):
+        return x * self.transfer(self.effective_weight())[0]
+
+
+class LIFFrontend(_Diagonal, LIFSynapse):
+    def __init__(self, n_channels: int, gain: float, quantizer=None, device=None):
+        super().__init__(
+            1, n_channels, init=lambda w: nn.init.constant_(w, gain), quantizer=quantizer, device=device
+        )
+
+
+class H1v2Frontend(_Diagonal, H1v2Synapse):
+    def __init__(self, n_channels: int, gain: float, quantization_bit: int | None = None, device=None):
+        super().__init__(
+            1,
+            n_channels,
+            init=lambda w: nn.init.constant_(w, gain),
+            quantization_bit=quantization_bit,
+            device=device,
+        )
+
+
+class KWSNet(nn.Module):
+    """Tutorial 4's yes/no network (``H1v1YesNoNet`` / ``H1v1YesNoNetMismatch``) for ``chip`` in
+    ``lif``, ``h1v1``, ``h1v2``.
+
+    ``taus`` are the (frontend, hidden, output) membrane time constants in s and ``dt`` the simulation step
+    (the data's time bin). ``quantization_bit`` fake-quantises every synapse, front end included, to the
+    chip's range (LIF: ``[-1, 1]``). ``stddev`` is the per-chip-instance weight offset of the two dense
+    synapses (H1v1 only: H1v2 has no synaptic mismatch model, LIF none at all) and ``ileak_mismatch`` the
+    leak variability of the hidden and output neurons (chips only); the front end is always mismatch-free,
+    as in the tutorial, for stability.
+
+    ``input_gain`` is a fixed scale from the data's filterbank features to the front-end input. The
+    features (``nwtrain.data``) are mean rectified band outputs of a peak-normalised clip, in [0, ~0.4] for
+    speech (mean ~0.02, 95th percentile ~0.1), while a front-end neuron at its default gain needs an input
+    near 1 to outrun its leak; the gain stands for the filterbank's output level, which the features do not
+    model (``conf/model/kws.yaml``: 40, so speech bins drive the front end and silence does not).
+    ``dense_init_bound`` sets a uniform init of the dense weights (None: torch's 1/sqrt(fan_in)); H1v2's
+    weak linear synapse needs a larger one to wake its hidden layer.
+
+    ``forward(x, generator)`` resets the membranes, draws this batch's chip instance from ``generator``
+    (a ``torch.Generator``; None: torch's global one) and returns the output spikes ``[B, T, n_classes]``.
+    The spikes of every layer stay in ``self.traces`` (with their graph) for the firing-rate loss.
+    """
+
+    def __init__(
+        self,
+        n_channels: int,
+        n_classes: int,
+        chip: str = "h1v1",
+        hidden_size: int = 64,
+        taus: Sequence[float] = (10e-3, 64e-3, 64e-3),
+        dt: float = 8e-3,
+        quantization_bit: int | None = None,
+        stddev: float = 0.0,
+        ileak_mismatch: bool = False,
+        surrogate: Surrogate | None = None,
+        frontend_gain: float | None = None,
+        input_gain: float = 1.0,
+        dense_init_bound: float | None = None,
+        device=None,
+    ):
+        super().__init__()
+        if chip not in CHIPS:
+            raise ValueError(f"chip must be one of {CHIPS}, got {chip!r}")
+        if len(taus) != 3:
+            raise ValueError(f"taus needs 3 values (frontend, hidden, out), got {list(taus)}")
+        if stddev and chip != "h1v1":
+            raise ValueError(f"stddev={stddev}: only H1v1 models synaptic mismatch, chip={chip!r} has none")
+        if ileak_mismatch and chip == "lif":
+            raise ValueError("ileak_mismatch=True: the LIF baseline has no leak mismatch model")
+        self.chip = chip
+        self.n_channels, self.n_classes, self.hidden_size = int(n_channels), int(n_classes), int(hidden_size)
+        self.dt = float(dt)
+        self.input_gain = float(input_gain)
+        spike_grad = surrogate if surrogate is not None else fast_sigmoid(slope=25.0)
+        gain = DEFAULT_FRONTEND_GAINS[chip] if frontend_gain is None else float(frontend_gain)
+        init = (
+            None
+            if dense_init_bound is None
+            else lambda w: nn.init.uniform_(w, -dense_init_bound, dense_init_bound)
+        )
+        tau_front, tau_hidden, tau_out = (float(t) for t in taus)
+
+        if chip == "h1v1":
+            self.frontend = H1v1Frontend(
+                n_channels,
+                init=lambda w: nn.init.constant_(w, gain),
+                quantization_bit=quantization_bit,
+                stddev=0.0,
+                device=device,
+            )
+
+            def dense(n_in, n_out):
+                return H1v1Synapse(
+                    n_in, n_out, init=init, quantization_bit=quantization_bit, stddev=stddev, device=device
+                )
+
+            def layer(n, tau, mismatch):
+                return H1v1Layer(
+                    n, taus=tau, dt=dt, ileak_mismatch=mismatch, spike_grad=spike_grad, device=device
+                )
+        elif chip == "h1v2":
+            self.frontend = H1v2Frontend(n_channels, gain, quantization_bit=quantization_bit, device=device)
+
+            def dense(n_in, n_out):
+                return H1v2Synapse(n_in, n_out, init=init, quantization_bit=quantization_bit, device=device)
+
+            def layer(n, tau, mismatch):
+                return H1v2Layer(
+                    n, taus=tau, dt=dt, ileak_mismatch=mismatch, spike_grad=spike_grad, device=device
+                )
+        else:
+            quantizer = (
+                None if quantization_bit is None else RangeQuantizer(quantization_bit, LIF_WEIGHT_LIMIT)
+            )
+            self.frontend = LIFFrontend(n_channels, gain, quantizer=quantizer, device=device)
+
+            def dense(n_in, n_out):
+                return LIFSynapse(n_in, n_out, init=init, quantizer=quantizer, device=device)
+
+            def layer(n, tau, mismatch):
+                return LIFLayer(n, taus=tau, dt=dt, spike_grad=spike_grad, device=device)
+
+        self.frontend_layer = layer(n_channels, tau_front, False)
+        self.syn_hidden = dense(n_channels, hidden_size)
+        self.hidden = layer(hidden_size, tau_hidden, ileak_mismatch)
+        self.syn_out = dense(hidden_size, n_classes)
+        self.out = layer(n_classes, tau_out, ileak_mismatch)
+        self.traces: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        prepare_net(self, generator=generator)
+        spk_front, _ = self.frontend_layer(self.frontend(x * self.input_gain))
+        spk_hidden, _ = self.hidden(self.syn_hidden(spk_front))
+        spk_out, _ = self.out(self.syn_out(spk_hidden))
+        self.traces = dict(zip(LAYER_NAMES, (spk_front, spk_hidden, spk_out)))
+        return spk_out
+
+    def dense_synapses(self) -> tuple[nn.Module, nn.Module]:
+        """The routed synapses the sign-topology loss applies to (tutorial 4: hidden and output)."""
+        return self.syn_hidden, self.syn_out
+
+    def param_groups(self, lr_frontend: float, lr_core: float) -> list[dict]:
+        """Tutorial 4's two Adam groups: the few front-end gains learn 100x slower than the core."""
+        front = [*self.frontend.parameters(), *self.frontend_layer.parameters()]
+        core = [p for m in (self.syn_hidden, self.hidden, self.syn_out, self.out) for p in m.parameters()]
+        return [
+            {"params": front, "lr": lr_frontend, "name": "frontend"},
+            {"params": core, "lr": lr_core, "name": "core"},
+        ]

@@ -1,0 +1,95 @@
+"""The figures of a run folder: training curves (as tutorial 4 draws them), a spike raster of one sample,
+and the sign map of the routed weights with their blocks of 5."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: runs on headless machines and in worker processes
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .chip import SIGN_BLOCK_SIZE  # noqa: E402
+from .topology import violating_blocks  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(history: Sequence[Mapping], path: Path, title: str) -> Path:
+    """Training loss and accuracy per epoch (tutorial 4's ``plot_histories`` plus the training accuracy)."""
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    axes[0].plot(epochs, [r["loss/total"] for r in history], linewidth=2, label="total")
+    axes[0].plot(epochs, [r["loss/cross_entropy"] for r in history], linewidth=1, label="cross entropy")
+    axes[0].set_title("Training loss")
+    axes[0].set_ylabel("Loss")
+    axes[0].legend(loc="upper right")
+    axes[1].plot(epochs, [r["accuracy/train"] for r in history], linewidth=2, label="train")
+    axes[1].plot(epochs, [r["accuracy/val"] for r in history], linewidth=2, label="validation")
+    axes[1].set_title("Accuracy")
+    axes[1].set_ylabel("Accuracy")
+    axes[1].set_ylim(0.0, 1.05)
+    axes[1].legend(loc="lower right")
+    for ax in axes:
+        ax.set_xlabel("Epoch")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_spike_raster(spikes: Mapping[str, np.ndarray], dt: float, path: Path, title: str) -> Path:
+    """One panel per layer, ``spikes[name]`` of shape ``[T, N]`` (one sample)."""
+    fig, axes = plt.subplots(len(spikes), 1, figsize=(10, 2.2 * len(spikes)), sharex=True, squeeze=False)
+    for ax, (name, spk) in zip(axes[:, 0], spikes.items()):
+        t, n = np.nonzero(np.asarray(spk))
+        ax.scatter(t * dt * 1e3, n, s=4, marker="|", color="black")
+        ax.set_ylabel(f"{name}\nneuron")
+        ax.set_ylim(-0.5, spk.shape[1] - 0.5)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{name}: {spk.mean():.3f} spikes / neuron / step", fontsize=9, loc="right")
+    axes[-1, 0].set_xlabel("time (ms)")
+    axes[-1, 0].set_xlim(0, spikes[next(iter(spikes))].shape[0] * dt * 1e3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_weight_signs(
+    weights: Mapping[str, np.ndarray], path: Path, title: str, block: int = SIGN_BLOCK_SIZE
+) -> Path:
+    """Sign of each weight ``[inputs, outputs]`` (blue -, white 0, red +); dashed lines mark the blocks of
+    ``block`` outputs that must share a sign per input row, and a black frame marks each block that mixes
+    signs (what ``nwtrain.topology.violating_blocks`` reports)."""
+    fig, axes = plt.subplots(1, len(weights), figsize=(5 * len(weights), 5), squeeze=False)
+    cmap = ListedColormap(["#3b6fb6", "white", "#c8423b"])
+    for ax, (name, w) in zip(axes[0], weights.items()):
+        w = np.asarray(w)
+        n_in, n_out = w.shape
+        ax.imshow(np.sign(w), cmap=cmap, vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+        for x in range(block, n_out, block):
+            ax.axvline(x - 0.5, color="grey", linestyle="--", linewidth=0.8)
+        bad = violating_blocks(torch.as_tensor(w), block)
+        for row, b in bad:
+            width = min(block, n_out - b * block)
+            ax.add_patch(Rectangle((b * block - 0.5, row - 0.5), width, 1, fill=False, linewidth=1.2))
+        n_blocks = n_in * -(-n_out // block)
+        ax.set_title(f"{name}: {len(bad)}/{n_blocks} blocks mix signs")
+        ax.set_xlabel("output neuron")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("input")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,531 @@
+"""The training runner: ``train(cfg)`` turns a composed config into a trained, tested run folder.
+
+Run folder (``paths.output_dir``): ``checkpoints/last.ckpt`` and ``checkpoints/best.ckpt``,
+``metrics.jsonl``, ``tensorboard/``, ``summary.json``, ``plots/*.png`` (Hydra adds ``.hydra/`` and the log).
+
+Determinism: every random stream is seeded from ``trainer.seed`` and saved in each checkpoint: torch,
+numpy, python, and the explicit mismatch generator that draws a chip instance per training batch. The
+order of the training batches is a function of (seed, epoch) alone, so a run resumed from any checkpoint,
+even one written mid-epoch on a signal, replays exactly the batches and draws the uninterrupted run would
+have seen, and ends with the same metrics (on CPU). Evaluation draws its chip instances from generators
+re-seeded at every call, so validation accuracy changes only when the weights do.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, RandomSampler
+
+from . import plots
+from .checkpoint import atomic_write_json, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainingInterrupted
+from .loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
+from .metrics import spike_counts
+from .models import LAYER_NAMES, KWSNet
+from .topology import violating_blocks
+from .tracking import RunTracker, print_summary
+from .validation import check_output_dir, check_words, resolve_device, validate_config
+
+log = logging.getLogger(__name__)
+
+# Offsets from trainer.seed of the evaluation generators: fixed chip instances per split, distinct from
+# the training draws.
+EVAL_SEED_OFFSETS = {"val": 1_000_003, "test": 2_000_003, "train": 3_000_017}
+CHECKPOINT_DIR = "checkpoints"
+LAST, BEST = "last.ckpt", "best.ckpt"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building blocks from the config
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    loaders: dict[str, DataLoader]
+    classes: list[str]
+    n_channels: int
+
+
+def build_data(data_cfg: DictConfig) -> Data:
+    """Instantiate the ``data`` group. A ``data_parent`` that is itself a ``_target_`` (the embedded
+    corpus) is built first, so its folder can be checked for ``data.words``."""
+    parent = data_cfg.data_parent
+    if isinstance(parent, DictConfig):
+        parent = instantiate(parent)
+    check_words(parent, data_cfg.get("words"))
+    datagen = instantiate(data_cfg, data_parent=str(parent))
+    return Data(datagen.dataloaders(), list(datagen.classes), int(datagen.n_channels))
+
+
+def build_model(model_cfg: DictConfig, data: Data, device: torch.device) -> KWSNet:
+    return instantiate(model_cfg, n_channels=data.n_channels, n_classes=len(data.classes), device=str(device))
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The ``loss`` group as plain numbers (read once, not per batch)."""
+
+    lam_topology: float
+    limit: float
+    lam_fr: float
+    target_fr: float
+    fr_layers: tuple[str, ...]
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> LossWeights:
+        return cls(
+            float(cfg.lam_topology),
+            float(cfg.limit),
+            float(cfg.lam_fr),
+            float(cfg.target_fr),
+            tuple(cfg.fr_layers),
+        )
+
+
+def loss_terms(model: KWSNet, labels: torch.Tensor, w: LossWeights) -> dict[str, torch.Tensor]:
+    """Tutorial 4's loss stack on the traces of the last forward pass: cross entropy on the output spike
+    counts, sign topology of the dense synapses, weight magnitude, firing-rate target."""
+    logits = spike_counts(model.traces["out"])
+    zero = logits.new_zeros(())
+    n_fr = len(w.fr_layers)
+    return {
+        "cross_entropy": F.cross_entropy(logits, labels),
+        "topology": sum((topology_loss(s, w.lam_topology) for s in model.dense_synapses()), zero)
+        if w.lam_topology
+        else zero,
+        "weight_magnitude": weight_magnitude_loss(model, limit=w.limit),
+        "firing_rate": firing_rate_target_mse_loss(
+            [model.traces[n] for n in w.fr_layers], [w.target_fr] * n_fr, [w.lam_fr] * n_fr
+        )
+        if w.lam_fr and n_fr
+        else zero,
+    }
+
+
+def epoch_batches(loader: DataLoader, seed: int, epoch: int, limit: int | None) -> list[list[int]]:
+    """The sample indices of each training batch of ``epoch``: a permutation seeded by (seed, epoch) when
+    the loader shuffles, so any batch of any epoch can be skipped to on resume."""
+    n = len(loader.dataset)
+    if isinstance(loader.sampler, RandomSampler):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    else:
+        order = list(range(n))
+    size = loader.batch_size
+    batches = [order[i : i + size] for i in range(0, n, size)]
+    if loader.drop_last and batches and len(batches[-1]) < size:
+        batches.pop()
+    return batches[:limit] if limit else batches
+
+
+def batch_loader(loader: DataLoader, batches: list[list[int]]) -> DataLoader:
+    # A generator of its own keeps the loader from drawing its worker seed from torch's global RNG.
+    return DataLoader(
+        loader.dataset,
+        batch_sampler=batches,
+        collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
+        generator=torch.Generator(),
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------------------
+def train_step(model, x, y, optimizer, weights: LossWeights, grad_clip, generator, where: str):
+    """One optimiser step; a NaN or infinite loss or gradient raises before the weights change."""
+    optimizer.zero_grad()
+    model(x, generator)
+    terms = loss_terms(model, y, weights)
+    loss = sum(terms.values())
+    if not torch.isfinite(loss):
+        bad = ", ".join(f"{k}={v.item()}" for k, v in terms.items() if not torch.isfinite(v))
+        raise NonFiniteLossError(f"loss is {loss.item()} at {where} ({bad}); training stopped")
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
+    if not torch.isfinite(norm):
+        raise NonFiniteLossError(f"gradient norm is {norm.item()} at {where}; training stopped")
+    optimizer.step()
+    return loss.detach(), terms
+
+
+def accumulate(sums: dict, loss, terms, model: KWSNet, labels) -> None:
+    """Running sums of one epoch, each weighted by the batch size."""
+    n = len(labels)
+
+    def add(key, value):
+        sums[key] = sums.get(key, 0.0) + value
+
+    add("samples", n)
+    add("loss/total", loss.item() * n)
+    for name, value in terms.items():
+        add(f"loss/{name}", value.item() * n)
+    add("correct", (spike_counts(model.traces["out"]).argmax(dim=1) == labels).sum().item())
+    for name, spk in model.traces.items():
+        add(f"firing_rate/{name}", spk.detach().mean().item() * n)
+
+
+@torch.no_grad()
+def evaluate(model: KWSNet, loader: DataLoader | None, *, device, seed: int, limit: int | None = None):
+    """Accuracy, cross entropy, firing rate per layer and confusion matrix (rows: label) over ``loader``;
+    None for an empty split. Chip instances come from a generator seeded with ``seed``."""
+    if loader is None or len(loader.dataset) == 0:
+        return None
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    k = model.n_classes
+    confusion = torch.zeros(k * k, dtype=torch.long)
+    ce, rates, n = 0.0, dict.fromkeys(LAYER_NAMES, 0.0), 0
+    for i, batch in enumerate(loader):
+        if limit is not None and i >= limit:
+            break
+        x, y = batch[0].to(device), batch[1].to(device)
+        logits = spike_counts(model(x, generator))
+        ce += F.cross_entropy(logits, y, reduction="sum").item()
+        confusion += torch.bincount((y * k + logits.argmax(dim=1)).cpu(), minlength=k * k)
+        for name, spk in model.traces.items():
+            rates[name] += spk.mean().item() * len(y)
+        n += len(y)
+    confusion = confusion.view(k, k)
+    return {
+        "acc": confusion.diag().sum().item() / n,
+        "loss": ce / n,
+        "samples": n,
+        "firing_rate": {name: r / n for name, r in rates.items()},
+        "confusion": confusion.tolist(),
+    }
+
+
+def epoch_record(state, val: dict, optimizer, model: KWSNet, hardness: float | None) -> dict:
+    """The finished epoch ``state.epoch`` as one flat record; keys are TensorBoard tags."""
+    sums, n = state.sums, state.sums["samples"]
+    return {
+        "epoch": state.epoch + 1,
+        **{k: v / n for k, v in sums.items() if k.startswith(("loss/", "firing_rate/"))},
+        "accuracy/train": sums["correct"] / n,
+        "accuracy/val": val["acc"],
+        "loss/val_cross_entropy": val["loss"],
+        **{f"firing_rate_val/{k}": v for k, v in val["firing_rate"].items()},
+        **{f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups},
+        **({"hardware/sign_violations": sign_violations(model)} if model.chip != "lif" else {}),
+        **({"hardware/sign_hardness": hardness} if hardness is not None else {}),
+        "time/epoch_s": sums["time_s"],
+    }
+
+
+def sign_violations(model: KWSNet) -> int:
+    """Blocks of 5 in the programmed (quantised) dense weights that mix signs."""
+    with torch.no_grad():
+        return sum(
+            len(violating_blocks(s.weight if s.quantizer is None else s.quantizer(s.weight)))
+            for s in model.dense_synapses()
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# State, checkpoints, signals
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches done in the epoch in progress (non-zero only after a signal)
+    sums: dict = field(default_factory=dict)  # running sums of the epoch in progress
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    best_model: dict | None = None
+    bad_epochs: int = 0
+    early_stopped: bool = False
+    history: list[dict] = field(default_factory=list)
+
+    def update_best(self, val_acc: float, model, patience: int | None) -> bool:
+        """Track the best epoch (ties go to the later one, as in tutorial 4) and early stopping (patience
+        counts epochs without a strict gain); True when this epoch is the new best."""
+        self.bad_epochs = 0 if val_acc > self.best_val_acc else self.bad_epochs + 1
+        self.early_stopped = patience is not None and self.bad_epochs >= patience
+        if val_acc < self.best_val_acc:
+            return False
+        self.best_val_acc, self.best_epoch = val_acc, self.epoch
+        self.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return True
+
+    def payload(self, model, optimizer, generator, config_yaml: str, data: Data) -> dict:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "sums": dict(self.sums),
+            "best_val_acc": self.best_val_acc,
+            "best_epoch": self.best_epoch,
+            "best_model": self.best_model,
+            "bad_epochs": self.bad_epochs,
+            "early_stopped": self.early_stopped,
+            "history": self.history,
+            "rng": capture_rng(generator),
+            "config": config_yaml,
+            "classes": data.classes,
+            "n_channels": data.n_channels,
+        }
+
+
+def check_resume_config(ckpt: dict, path, cfg: DictConfig) -> None:
+    """A checkpoint resumes only into the model it was trained as (the rest may change, e.g. epochs)."""
+    old = OmegaConf.to_container(OmegaConf.create(ckpt["config"]).model)
+    new = OmegaConf.to_container(cfg.model, resolve=True)
+    diffs = [
+        f"model.{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k)
+    ]
+    if diffs:
+        raise ConfigError(
+            "ckpt_path",
+            f"{path} was trained with another model ({'; '.join(diffs)}); resume "
+            f"with the experiment and overrides it was trained with",
+        )
+
+
+def restore(ckpt: dict, path, model, optimizer, generator, data: Data) -> TrainState:
+    if ckpt["classes"] != data.classes:
+        raise CheckpointError(
+            f"checkpoint {path} was trained on classes {ckpt['classes']}, the data has {data.classes}"
+        )
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from None
+    restore_rng(ckpt["rng"], generator)
+    return TrainState(
+        epoch=ckpt["epoch"],
+        batch=ckpt["batch"],
+        sums=dict(ckpt["sums"]),
+        best_val_acc=ckpt["best_val_acc"],
+        best_epoch=ckpt["best_epoch"],
+        best_model=ckpt["best_model"],
+        bad_epochs=ckpt["bad_epochs"],
+        early_stopped=ckpt["early_stopped"],
+        history=list(ckpt["history"]),
+    )
+
+
+class StopOnSignal:
+    """Defers the first SIGINT / SIGTERM to the next batch boundary (``signum`` is set), where the loop
+    saves a checkpoint and stops; the previous handlers come back at once, so a second signal acts
+    immediately. Signal handlers exist only in the main thread; elsewhere this does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        self._restore()
+
+    def _restore(self):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def __exit__(self, *exc):
+        self._restore()
+
+
+def _interrupted(signum: int, where: str, path: Path) -> TrainingInterrupted:
+    return TrainingInterrupted(
+        f"{signal.Signals(signum).name} received: training stopped {where}. Resumable checkpoint: {path}. "
+        f"Resume with the same command plus ckpt_path={path}",
+        signum,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------------
+def train(cfg: DictConfig) -> dict:
+    """Train, checkpoint and test the configured network; returns the run summary (also in summary.json)."""
+    started = time.perf_counter()
+    validate_config(cfg)
+    out_dir = check_output_dir(cfg.paths.output_dir)
+    ckpt_dir = out_dir / CHECKPOINT_DIR
+    ckpt_dir.mkdir(exist_ok=True)
+    ckpt_path = cfg.get("ckpt_path")
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+    if ckpt is not None:
+        check_resume_config(ckpt, ckpt_path, cfg)
+
+    trainer = cfg.trainer
+    seed = trainer.seed
+    seed_everything(seed)
+    if trainer.num_threads:
+        torch.set_num_threads(trainer.num_threads)
+    device = resolve_device(cfg)
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+
+    data = build_data(cfg.data)
+    train_loader, val_loader = data.loaders["train"], data.loaders["val"]
+    for split, loader in (("train", train_loader), ("val", val_loader)):
+        if len(loader.dataset) == 0:
+            raise DataError(
+                f"data: the {split} split is empty; use more data, or a larger val_split for a "
+                f"class-folder tree"
+            )
+    model = build_model(cfg.model, data, device)
+    optimizer = instantiate(cfg.optim.optimizer)(model.param_groups(cfg.optim.lr_frontend, cfg.optim.lr_core))
+    annealer = instantiate(cfg.optim.sign_annealing)(model) if cfg.optim.sign_annealing else None
+    mismatch = torch.Generator().manual_seed(seed)
+    state = TrainState() if ckpt is None else restore(ckpt, ckpt_path, model, optimizer, mismatch, data)
+    weights = LossWeights.from_cfg(cfg.loss)
+
+    def save(name: str) -> Path:
+        return save_checkpoint(ckpt_dir / name, state.payload(model, optimizer, mismatch, config_yaml, data))
+
+    log.info(
+        "run folder %s | %s on %s | classes %s | %d train, %d val samples, %d channels%s",
+        out_dir,
+        cfg.experiment_name,
+        device,
+        data.classes,
+        len(train_loader.dataset),
+        len(val_loader.dataset),
+        data.n_channels,
+        f" | resumed from {ckpt_path} at epoch {state.epoch + 1}" if ckpt is not None else "",
+    )
+    logger = cfg.logger
+    with RunTracker(
+        out_dir,
+        state.history,
+        epochs=trainer.epochs,
+        tensorboard=logger.tensorboard,
+        weight_histograms=logger.weight_histograms,
+        progress=logger.progress,
+    ) as tracker:
+        with StopOnSignal() as stop:
+            while state.epoch < trainer.epochs and not state.early_stopped:
+                epoch_start = time.perf_counter() - state.sums.get("time_s", 0.0)
+                batches = epoch_batches(train_loader, seed, state.epoch, trainer.limit_train_batches)
+                tracker.start_epoch(state.epoch, len(batches), state.batch)
+                model.train()
+                for x, y in batch_loader(train_loader, batches[state.batch :]):
+                    x, y = x.to(device), y.to(device)
+                    where = f"epoch {state.epoch + 1} batch {state.batch + 1}"
+                    loss, terms = train_step(
+                        model, x, y, optimizer, weights, trainer.grad_clip, mismatch, where
+                    )
+                    accumulate(state.sums, loss, terms, model, y)
+                    state.batch += 1
+                    tracker.batch_done(loss.item())
+                    if stop.signum is not None:
+                        break
+                state.sums["time_s"] = time.perf_counter() - epoch_start
+                if state.batch < len(batches):  # a signal cut the epoch short: save its progress
+                    path = save(LAST)
+                    raise _interrupted(
+                        stop.signum, f"in epoch {state.epoch + 1} after {state.batch} batches", path
+                    )
+
+                hardness = annealer.step(model, state.epoch) if annealer is not None else None
+                val = evaluate(
+                    model,
+                    val_loader,
+                    device=device,
+                    seed=seed + EVAL_SEED_OFFSETS["val"],
+                    limit=trainer.limit_eval_batches,
+                )
+                record = epoch_record(state, val, optimizer, model, hardness)
+                state.history.append(record)
+                state.epoch, state.batch, state.sums = state.epoch + 1, 0, {}
+                is_best = state.update_best(val["acc"], model, trainer.early_stopping_patience)
+                save(LAST)
+                if is_best:
+                    save(BEST)
+                tracker.epoch_done(record, model)
+                if state.early_stopped:
+                    log.info("early stopping: no val accuracy gain in %d epochs", state.bad_epochs)
+                if stop.signum is not None:
+                    raise _interrupted(stop.signum, f"at the end of epoch {state.epoch}", ckpt_dir / LAST)
+
+        model.load_state_dict(state.best_model)
+        test = evaluate(
+            model,
+            data.loaders.get("test"),
+            device=device,
+            seed=seed + EVAL_SEED_OFFSETS["test"],
+            limit=trainer.limit_eval_batches,
+        )
+        if test is None:
+            log.info("no test split (data.dataloader_config.test_split is 0): test accuracy not measured")
+        tracker.final(
+            {"accuracy/test": test and test["acc"], "accuracy/best_val": state.best_val_acc}, state.best_epoch
+        )
+
+    summary = {
+        "status": "early_stopped" if state.early_stopped else "completed",
+        "experiment": cfg.experiment_name,
+        "chip": cfg.model.chip,
+        "best_val_acc": state.best_val_acc,
+        "best_epoch": state.best_epoch,
+        "last_val_acc": state.history[-1]["accuracy/val"],
+        "test_acc": test and test["acc"],
+        "test_confusion": test and test["confusion"],
+        "epochs_completed": state.epoch,
+        "train_time_s": sum(r["time/epoch_s"] for r in state.history),
+        "wall_time_s": time.perf_counter() - started,
+        "seed": seed,
+        "classes": data.classes,
+        "run_dir": str(out_dir),
+        "checkpoints": {"best": str(ckpt_dir / BEST), "last": str(ckpt_dir / LAST)},
+    }
+    atomic_write_json(out_dir / "summary.json", summary)
+    if logger.plots:
+        write_plots(out_dir / "plots", state.history, model, val_loader, device, seed, cfg.experiment_name)
+    print_summary(summary)
+    return summary
+
+
+def write_plots(
+    folder: Path, history, model: KWSNet, loader: DataLoader, device, seed: int, title: str
+) -> None:
+    """Training curves, the spike raster of the first validation sample and the programmed weight signs."""
+    folder.mkdir(exist_ok=True)
+    plots.plot_training_curves(history, folder / "training_curves.png", title)
+    x, y = next(iter(loader))[:2]
+    with torch.no_grad():
+        model(x[:1].to(device), torch.Generator().manual_seed(seed + EVAL_SEED_OFFSETS["val"]))
+        pred = spike_counts(model.traces["out"]).argmax(dim=1).item()
+        spikes = {name: spk[0].cpu().numpy() for name, spk in model.traces.items()}
+        programmed = {
+            name: (s.weight if s.quantizer is None else s.quantizer(s.weight)).cpu().numpy()
+            for name, s in zip(("syn_hidden", "syn_out"), model.dense_synapses())
+        }
+    plots.plot_spike_raster(
+        spikes,
+        model.dt,
+        folder / "spike_raster.png",
+        f"{title}: one validation sample (label {y[0].item()}, predicted {pred})",
+    )
+    plots.plot_weight_signs(programmed, folder / "weight_signs.png", f"{title}: programmed weight signs")

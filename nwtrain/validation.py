@@ -1,0 +1,189 @@
+"""Checks that run before any data is loaded or any epoch starts, each failing with the field it blames.
+
+A value usually reaches the model through an interpolation (``model.quantization_bit:
+${variant.quantization_bit}``); errors name the field the value was set in, the one a user overrides.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import uuid
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError, DataError, OutputDirError
+from .models import CHIPS, LAYER_NAMES, weight_limit
+
+_PLAIN_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+# Within 1 ppm of the chip's range counts as the range: YAML and CLI floats need not be bit-exact.
+_LIMIT_TOLERANCE = 1e-6
+
+
+def origin(cfg: DictConfig, key: str) -> str:
+    """The field ``key``'s value comes from, following plain ``${a.b}`` interpolations."""
+    seen = {key}
+    while True:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf not in node:
+            return key
+        match = _PLAIN_INTERPOLATION.fullmatch(str(node._get_node(leaf)._value()))
+        if match is None or match.group(1) in seen:
+            return key
+        key = match.group(1)
+        seen.add(key)
+
+
+def _get(cfg: DictConfig, key: str):
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(origin(cfg, key), str(e).splitlines()[0]) from None
+
+
+def _number(cfg, key, *, low=None, high=None, low_open=False, optional=False, integer=False):
+    value = _get(cfg, key)
+    if value is None and optional:
+        return None
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise ConfigError(origin(cfg, key), f"must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(origin(cfg, key), f"must be finite, got {value!r}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    if too_low or (high is not None and value > high):
+        bounds = f"{'>' if low_open else '>='} {low}" if high is None else f"in {low}..{high}"
+        raise ConfigError(origin(cfg, key), f"{value!r} is out of range: must be {bounds}")
+    return value
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Reject configs that cannot train, naming the field; see the module docstring."""
+    chip = _get(cfg, "model.chip")
+    if chip not in CHIPS:
+        raise ConfigError(
+            origin(cfg, "model.chip"), f"unknown chip {chip!r}; choose one of {', '.join(CHIPS)}"
+        )
+
+    _number(cfg, "model.dt", low=0, low_open=True)
+    taus = _get(cfg, "model.taus")
+    if taus is None or len(taus) != 3:
+        raise ConfigError(
+            origin(cfg, "model.taus"), f"needs 3 time constants (frontend, hidden, out), got {taus}"
+        )
+    for i in range(3):
+        _number(cfg, f"model.taus.{i}", low=0, low_open=True)
+    _number(cfg, "model.hidden_size", low=1, integer=True)
+    _number(cfg, "model.input_gain", low=0, low_open=True)
+    _number(cfg, "model.dense_init_bound", low=0, low_open=True, optional=True)
+    _number(cfg, "model.frontend_gain", optional=True)
+    _number(cfg, "model.quantization_bit", low=1, high=16, integer=True, optional=True)
+    stddev = _number(cfg, "model.stddev", low=0)
+    if stddev > 0 and chip != "h1v1":
+        raise ConfigError(
+            origin(cfg, "model.stddev"), f"{stddev}: only H1v1 models synaptic mismatch, {chip} has none"
+        )
+    if _get(cfg, "model.ileak_mismatch") and chip == "lif":
+        raise ConfigError(origin(cfg, "model.ileak_mismatch"), "the LIF baseline has no leak mismatch model")
+
+    limit = _number(cfg, "loss.limit", low=0, low_open=True)
+    chip_limit = weight_limit(chip)
+    if limit > chip_limit * (1 + _LIMIT_TOLERANCE):
+        raise ConfigError(
+            origin(cfg, "loss.limit"), f"{limit} is beyond the {chip} weight range +-{chip_limit}"
+        )
+    _number(cfg, "loss.lam_topology", low=0)
+    _number(cfg, "loss.lam_fr", low=0)
+    _number(cfg, "loss.target_fr", low=0, high=1)
+    unknown = [name for name in _get(cfg, "loss.fr_layers") if name not in LAYER_NAMES]
+    if unknown:
+        raise ConfigError("loss.fr_layers", f"unknown layers {unknown}; choose from {list(LAYER_NAMES)}")
+
+    _number(cfg, "optim.lr_frontend", low=0)
+    _number(cfg, "optim.lr_core", low=0, low_open=True)
+    if _get(cfg, "optim.sign_annealing") is not None and chip == "lif":
+        raise ConfigError("optim.sign_annealing", "the LIF baseline has no sign blocks to anneal")
+
+    _number(cfg, "trainer.epochs", low=1, integer=True)
+    _number(cfg, "trainer.seed", low=0, integer=True)
+    _number(cfg, "trainer.grad_clip", low=0, low_open=True, optional=True)
+    _number(cfg, "trainer.early_stopping_patience", low=1, integer=True, optional=True)
+    _number(cfg, "trainer.limit_train_batches", low=1, integer=True, optional=True)
+    _number(cfg, "trainer.limit_eval_batches", low=1, integer=True, optional=True)
+    _number(cfg, "trainer.num_threads", low=1, integer=True, optional=True)
+    resolve_device(cfg)
+    if not _get(cfg, "paths.output_dir"):
+        raise ConfigError("paths.output_dir", "is not set: outside a Hydra run, set it to the run folder")
+
+    validate_data_config(cfg)
+
+
+def validate_data_config(cfg: DictConfig) -> None:
+    words = _get(cfg, "data.words")
+    not_words = [w for w in words or () if not isinstance(w, str)]
+    if not_words:
+        raise ConfigError(
+            origin(cfg, "data.words"),
+            f"{not_words} are not words: quote yes, no, on and off in YAML, which reads them as booleans",
+        )
+    _number(cfg, "data.dataloader_config.batch_size", low=1, integer=True)
+    sim_time = _number(cfg, "data.sim_time_s", low=0, low_open=True)
+    if not math.isclose(sim_time, _get(cfg, "model.dt"), rel_tol=1e-9):
+        raise ConfigError(
+            origin(cfg, "data.sim_time_s"),
+            f"{sim_time} s differs from model.dt={cfg.model.dt} s; they must agree",
+        )
+
+
+def resolve_device(cfg: DictConfig) -> torch.device:
+    """``trainer.device``: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:<i>``."""
+    name = str(_get(cfg, "trainer.device"))
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            "trainer.device", f"unknown device {name!r}; use auto, cpu, cuda or cuda:<i>"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device", f"{name!r} was requested but CUDA is not available here")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError("trainer.device", f"unsupported device {name!r}; use auto, cpu, cuda or cuda:<i>")
+    return device
+
+
+def check_words(data_parent: str | os.PathLike, words) -> None:
+    """Every word of ``data.words`` must be a class folder of the data set."""
+    root = Path(data_parent)
+    if not root.is_dir():
+        raise DataError(f"data.data_parent: {root} is not a folder")
+    if not words:
+        return
+    available = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+    missing = [w for w in words if w not in available]
+    if missing:
+        raise ConfigError(
+            "data.words", f"{missing} not in the data set at {root} (it has: {', '.join(available)})"
+        )
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Create the run folder and prove it takes a file, before any data is loaded or any epoch runs."""
+    path = Path(path)
+    probe = path / f".write-test-{uuid.uuid4().hex}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputDirError(
+            f"output folder {path} is not writable ({e.strerror or e}); point hydra.run.dir (hydra.sweep.dir "
+            f"with -m) or paths.output_dir elsewhere"
+        ) from None
+    return path

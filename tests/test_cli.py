@@ -1,0 +1,299 @@
+"""The Hydra configs and the `nwtrain` / `nwtrain-eval` commands: every experiment and group option
+composes and instantiates; a 1-epoch run, eval and multiruns through the real CLI in subprocesses."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from test_cli_helpers import CONF_DIR, compose_config, read_jsonl, run_cli, tiny_cache, tiny_overrides
+
+from nwtrain import chip
+from nwtrain.train import build_data
+from nwtrain.validation import validate_config
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+GROUPS = ("chip", "variant", "model", "data", "loss", "optim", "trainer", "logger", "paths")
+GROUP_OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tiny_cache(tmp_path_factory)
+
+
+def test_the_experiments_the_issue_asks_for_exist():
+    expected = {f"yesno_{c}_{v}" for c in ("h1v1", "h1v2") for v in ("plain", "hw", "mismatch")} | {
+        "yesno_lif"
+    }
+    assert set(EXPERIMENTS) == expected
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_with_tutorial4_hyperparameters(experiment):
+    cfg = compose_config([f"experiment={experiment}", "paths.output_dir=unused"])
+    validate_config(cfg)
+    assert cfg.experiment_name == experiment
+    assert list(cfg.data.words) == ["yes", "no"]
+    assert (cfg.trainer.epochs, cfg.trainer.grad_clip) == (75, 0.5)
+    assert (cfg.optim.lr_frontend, cfg.optim.lr_core) == (1e-5, 1e-3)
+    assert (cfg.loss.lam_fr, cfg.loss.target_fr) == (10.0, 0.15)
+    loader = cfg.data.dataloader_config
+    assert (loader.batch_size, loader.val_split, loader.random_state) == (16, 0.15, 123)
+    model = cfg.model
+    assert (model.hidden_size, list(model.taus), model.dt) == (64, [10e-3, 64e-3, 64e-3], 8e-3)
+    assert model.surrogate.slope == 25.0
+    assert cfg.loss.limit == {"h1v1": 0.9, "h1v2": 1.66, "lif": 1.0}[model.chip]
+
+
+@pytest.mark.parametrize(
+    ("experiment", "bits", "lam_topology", "stddev", "ileak"),
+    [
+        ("yesno_h1v1_plain", None, 0.0, 0.0, False),
+        ("yesno_h1v1_hw", 5, 0.05, 0.0, False),
+        ("yesno_h1v1_mismatch", 5, 0.05, 0.02, True),
+        ("yesno_h1v2_mismatch", 5, 0.05, 0.0, True),  # H1v2 has no synaptic mismatch model
+        ("yesno_lif", None, 0.0, 0.0, False),
+    ],
+)
+def test_variants_match_tutorial4(experiment, bits, lam_topology, stddev, ileak):
+    cfg = compose_config([f"experiment={experiment}"])
+    assert cfg.model.quantization_bit == bits
+    assert cfg.loss.lam_topology == lam_topology
+    assert (cfg.model.stddev, cfg.model.ileak_mismatch) == (stddev, ileak)
+
+
+def test_plain_nwtrain_is_the_mismatch_aware_h1v1_experiment():
+    assert compose_config([]) == compose_config(["experiment=yesno_h1v1_mismatch"])
+
+
+def test_chip_configs_mirror_the_chip_constants():
+    h1v1, h1v2 = (OmegaConf.load(CONF_DIR / "chip" / f"{c}.yaml") for c in ("h1v1", "h1v2"))
+    assert h1v1.weight_limit == chip.H1V1_WEIGHT_LIMIT_V
+    assert h1v1.syn_mismatch_stddev == chip.H1V1_SYN_OFFSET_STDDEV_V
+    assert h1v2.weight_limit == chip.H1V2_WEIGHT_LIMIT_V
+
+
+@pytest.fixture
+def data_overrides(cache, mini_speech_commands, speaker_tree):
+    """What each data option needs to find its (tiny) data."""
+    return {
+        "embedded": tiny_overrides(cache),
+        "speech_commands": [f"paths.cache_dir={cache}", f"paths.speech_commands_dir={mini_speech_commands}"],
+        "folder": [f"paths.cache_dir={cache}", f"data.data_parent={speaker_tree}"],
+    }
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
+def test_every_group_option_instantiates(group, option, data_overrides):
+    # The LIF baseline has no mismatch model, so it pairs with a mismatch-free variant.
+    extra = ["variant=plain"] if option == "lif" else []
+    overrides = data_overrides["embedded"] if group != "data" else data_overrides[option]
+    cfg = compose_config([*overrides, f"{group}={option}", *extra, "paths.output_dir=unused"])
+    validate_config(cfg)
+    model = instantiate(cfg.model, n_channels=13, n_classes=2, device="cpu")
+    optimizer = instantiate(cfg.optim.optimizer)(model.param_groups(cfg.optim.lr_frontend, cfg.optim.lr_core))
+    assert isinstance(optimizer, torch.optim.Adam)
+    if cfg.optim.sign_annealing:
+        instantiate(cfg.optim.sign_annealing)(model)
+    if group == "data":
+        data = build_data(cfg.data)
+        x, y = next(iter(data.loaders["train"]))
+        assert x.shape[1:] == (125, data.n_channels) and y.dtype == torch.int64
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "plugin", "target"),
+    [
+        ("hparams_search=optuna", "sweeper", "hydra_optuna_sweeper", "optuna_sweeper.OptunaSweeper"),
+        ("hydra/launcher=local", "launcher", "hydra_joblib_launcher", "joblib_launcher.JoblibLauncher"),
+        ("hydra/launcher=slurm", "launcher", "hydra_submitit_launcher", "submitit_launcher.SlurmLauncher"),
+    ],
+)
+def test_sweeper_and_launcher_options_compose(override, key, plugin, target):
+    pytest.importorskip(f"hydra_plugins.{plugin}")
+    cfg = compose_config([override], return_hydra_config=True)
+    assert cfg.hydra[key]._target_ == f"hydra_plugins.{plugin}.{target}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The commands
+# ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cli_run(cache, tmp_path_factory):
+    """`nwtrain experiment=yesno_h1v1_mismatch trainer.epochs=1` (on the tiny corpus) in a subprocess."""
+    root = tmp_path_factory.mktemp("cli")
+    run_dir = root / "run"
+    proc = run_cli(
+        ["experiment=yesno_h1v1_mismatch", *tiny_overrides(cache), f"hydra.run.dir={run_dir}"], root
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return run_dir, proc
+
+
+def test_cli_one_epoch_leaves_a_complete_run_folder(cli_run):
+    run_dir, proc = cli_run
+    for name in (
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "metrics.jsonl",
+        "summary.json",
+        "train.log",
+        ".hydra/config.yaml",
+        "plots/training_curves.png",
+        "plots/spike_raster.png",
+        "plots/weight_signs.png",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert len(read_jsonl(run_dir / "metrics.jsonl")) == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and 0 <= summary["test_acc"] <= 1
+    assert "best val accuracy" in proc.stdout  # the closing table
+
+
+def test_cli_writes_tensorboard_scalars_and_histograms(cli_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = cli_run
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in (
+        "loss/total",
+        "loss/cross_entropy",
+        "loss/topology",
+        "loss/weight_magnitude",
+        "loss/firing_rate",
+        "accuracy/train",
+        "accuracy/val",
+        "accuracy/test",
+        "firing_rate/frontend",
+        "firing_rate/hidden",
+        "firing_rate/out",
+        "lr/frontend",
+        "lr/core",
+        "hardware/sign_violations",
+    ):
+        assert tag in scalars, tag
+    assert {"weights/syn_hidden.weight", "weights/frontend.weight"} <= set(events.Tags()["histograms"])
+
+
+def test_eval_reproduces_the_runs_test_accuracy(cli_run, cache, tmp_path):
+    run_dir, _ = cli_run
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    proc = run_cli(
+        [f"ckpt_path={ckpt}", f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'eval'}"],
+        tmp_path,
+        entry="eval_main",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["splits"]["test"]["acc"] == json.loads((run_dir / "summary.json").read_text())["test_acc"]
+
+
+def test_eval_on_another_data_config(cli_run, cache, mini_speech_commands, tmp_path):
+    run_dir, _ = cli_run
+    proc = run_cli(
+        [
+            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+            "data=speech_commands",
+            f"paths.speech_commands_dir={mini_speech_commands}",
+            f"paths.cache_dir={cache}",
+            "data.progress=false",
+            "split=all",
+            "chip_instances=3",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ],
+        tmp_path,
+        entry="eval_main",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert set(report["splits"]) == {"train", "val", "test"}
+    test = report["splits"]["test"]
+    assert test["samples"] == 6 and len(test["chip_accs"]) == 3  # mini tree: 3 takes x yes/no of speaker 2
+    assert test["acc"] == pytest.approx(sum(test["chip_accs"]) / 3)
+
+
+def _sweep_rows(sweep_dir: Path) -> list[dict]:
+    return json.loads((sweep_dir / "sweep_summary.json").read_text())
+
+
+def test_multirun_over_two_seeds_reports_mean_and_std(cache, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=yesno_h1v1_hw",
+            "seed=1,2",
+            *tiny_overrides(cache),
+            "logger=jsonl",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for job in ("0_yesno_h1v1_hw", "1_yesno_h1v1_hw"):
+        assert json.loads((sweep_dir / job / "summary.json").read_text())["status"] == "completed"
+        assert (sweep_dir / job / "checkpoints" / "best.ckpt").is_file()
+    [row] = _sweep_rows(sweep_dir)
+    assert row["setting"] == "(every job)" and row["completed"] == 2 and row["val_acc_std"] is not None
+    assert "±" in proc.stdout
+
+
+def test_a_failing_job_does_not_stop_the_sweep(cache, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(
+        ["-m", "loss.limit=5.0,0.9", *tiny_overrides(cache), "logger=jsonl", f"hydra.sweep.dir={sweep_dir}"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    failed = json.loads((sweep_dir / "0_yesno_h1v1_mismatch" / "summary.json").read_text())
+    assert failed["status"] == "failed" and "loss.limit" in failed["error"]
+    assert (
+        json.loads((sweep_dir / "1_yesno_h1v1_mismatch" / "summary.json").read_text())["status"]
+        == "completed"
+    )
+    rows = {r["setting"]: r for r in _sweep_rows(sweep_dir)}
+    assert rows["loss.limit=5.0"]["failed"] and rows["loss.limit=0.9"]["completed"] == 1
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_parallel(cache, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(
+        [
+            "-m",
+            "hydra/launcher=local",
+            "seed=1,2",
+            "trainer.num_threads=1",
+            *tiny_overrides(cache),
+            "logger=jsonl",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _sweep_rows(sweep_dir)[0]["completed"] == 2
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_trials(cache, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(
+        [
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=1",
+            *tiny_overrides(cache),
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (sweep_dir / "optimization_results.yaml").is_file()
+    assert sum(r["completed"] for r in _sweep_rows(sweep_dir)) == 2

@@ -1,0 +1,132 @@
+"""KWSNet: tutorial 4's topology for every chip, the sequence path against the tutorial's per-step loop,
+parameter groups, quantisation and the mismatch split."""
+
+import warnings
+
+import pytest
+import torch
+
+from nwtrain import chip
+from nwtrain.layers import H1v1Frontend, H1v1Layer, H1v1Synapse, H1v2Layer, LIFLayer, prepare_net, synapses
+from nwtrain.models import CHIPS, KWSNet, weight_limit
+
+warnings.filterwarnings("ignore", "Frontend on chip uses 16 filters")
+
+MISMATCH = {"h1v1": dict(stddev=0.02, ileak_mismatch=True), "h1v2": dict(ileak_mismatch=True), "lif": {}}
+
+
+def make(chip_name, **kw):
+    torch.manual_seed(0)
+    return KWSNet(13, 2, chip=chip_name, hidden_size=10, **kw)
+
+
+def features(batch=3, steps=20, seed=1):
+    return 0.2 * torch.rand(batch, steps, 13, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("chip_name", CHIPS)
+def test_sequence_forward_equals_the_tutorials_step_loop(chip_name):
+    net = make(chip_name, quantization_bit=5, **MISMATCH[chip_name])
+    x = features()
+    out = net(x, torch.Generator().manual_seed(3))
+    traces = dict(net.traces)
+
+    prepare_net(net, generator=torch.Generator().manual_seed(3))
+    steps = {"frontend": [], "hidden": [], "out": []}
+    for t in range(x.shape[1]):
+        spk0, _ = net.frontend_layer(net.frontend(x[:, t] * net.input_gain))
+        spk1, _ = net.hidden(net.syn_hidden(spk0))
+        spk2, _ = net.out(net.syn_out(spk1))
+        for name, spk in zip(steps, (spk0, spk1, spk2)):
+            steps[name].append(spk)
+    assert out.shape == (3, 20, 2)
+    for name, spk in steps.items():
+        torch.testing.assert_close(traces[name], torch.stack(spk, dim=1), rtol=0, atol=0)
+
+
+def test_topology_and_classes_follow_the_chip():
+    layer_cls = {"h1v1": H1v1Layer, "h1v2": H1v2Layer, "lif": LIFLayer}
+    for name in CHIPS:
+        net = make(name)
+        assert all(isinstance(m, layer_cls[name]) for m in (net.frontend_layer, net.hidden, net.out))
+        assert net.syn_hidden.weight.shape == (13, 10) and net.syn_out.weight.shape == (10, 2)
+        assert net.frontend.weight.numel() == 13
+    assert isinstance(make("h1v1").frontend, H1v1Frontend)
+    assert isinstance(make("h1v1").syn_hidden, H1v1Synapse)
+    assert make("h1v1").hidden.taus.tolist() == pytest.approx([45e-3] * 10)  # 64 ms snaps to 45 ms on H1v1
+
+
+@pytest.mark.parametrize("chip_name", ["lif", "h1v2"])
+def test_diagonal_front_ends_keep_channels_apart(chip_name):
+    net = make(chip_name)
+    x = torch.zeros(1, 13)
+    x[0, 4] = 1.0
+    prepare_net(net)
+    y = net.frontend(x)
+    assert y[0, 4] > 0 and torch.count_nonzero(y) == 1
+
+
+def test_param_groups_split_front_end_from_core_and_cover_every_parameter():
+    net = make("h1v1")
+    front, core = net.param_groups(1e-5, 1e-3)
+    assert (front["lr"], core["lr"]) == (1e-5, 1e-3)
+    assert [id(p) for p in front["params"]] == [id(net.frontend.weight)]
+    assert {id(p) for p in core["params"]} == {id(net.syn_hidden.weight), id(net.syn_out.weight)}
+    assert len(front["params"]) + len(core["params"]) == len(list(net.parameters()))
+
+
+@pytest.mark.parametrize("chip_name", CHIPS)
+def test_quantization_puts_every_synapse_on_the_chip_grid(chip_name):
+    net = make(chip_name, quantization_bit=5)
+    limit = weight_limit(chip_name)
+    step = 2 * limit / 31
+    for syn in synapses(net):
+        w = syn.effective_weight().detach()
+        codes = (w + limit) / step
+        torch.testing.assert_close(codes, codes.round(), rtol=0, atol=1e-4)
+        assert w.abs().max() <= limit + 1e-6
+
+
+def test_mismatch_only_where_the_tutorial_puts_it():
+    net = make("h1v1", quantization_bit=5, stddev=0.02, ileak_mismatch=True)
+    assert net.frontend.stddev == 0 and not net.frontend_layer.ileak_mismatch
+    assert net.syn_hidden.stddev == net.syn_out.stddev == 0.02
+    assert net.hidden.ileak_mismatch and net.out.ileak_mismatch
+    x = features()
+    a = net(x, torch.Generator().manual_seed(1)).detach()
+    w1 = net.syn_hidden.effective_weight().detach()
+    net(x, torch.Generator().manual_seed(2))
+    assert not torch.equal(net.syn_hidden.effective_weight().detach(), w1)  # a new chip instance
+    assert torch.equal(net(x, torch.Generator().manual_seed(1)).detach(), a)  # the same chip again
+    plain = make("h1v1")
+    first = plain(x, torch.Generator().manual_seed(1)).detach()
+    assert torch.equal(plain(x, torch.Generator().manual_seed(2)).detach(), first)
+
+
+def test_weight_limits_are_the_chip_ranges():
+    assert weight_limit("h1v1") == chip.H1V1_WEIGHT_LIMIT_V
+    assert weight_limit("h1v2") == chip.H1V2_WEIGHT_LIMIT_V
+    assert weight_limit("lif") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(chip="h3"), "chip must be one of"),
+        (dict(chip="h1v2", stddev=0.02), "only H1v1 models synaptic mismatch"),
+        (dict(chip="lif", ileak_mismatch=True), "no leak mismatch"),
+        (dict(taus=(1e-2, 1e-2)), "taus needs 3"),
+    ],
+)
+def test_invalid_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        KWSNet(13, 2, **kwargs)
+
+
+def test_input_gain_scales_the_front_end_drive():
+    x = features()
+    quiet = make("h1v1", input_gain=1.0)
+    loud = make("h1v1", input_gain=40.0)
+    quiet(x)
+    loud(x)
+    assert quiet.traces["frontend"].sum() < loud.traces["frontend"].sum()

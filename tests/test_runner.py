@@ -1,0 +1,132 @@
+"""The training runner in process: the run folder, checkpoints, resume, early stopping, SignAnnealing,
+every experiment for one epoch, and the sweep summary."""
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+from test_cli_helpers import compose_config, deterministic, read_jsonl, tiny_cache, tiny_overrides
+
+from nwtrain.callbacks import summarize_sweep
+from nwtrain.checkpoint import load_checkpoint
+from nwtrain.errors import ConfigError
+from nwtrain.evaluate import evaluate_checkpoint
+from nwtrain.train import train
+
+EXPERIMENTS = ["yesno_h1v1_plain", "yesno_h1v1_hw", "yesno_h1v1_mismatch", "yesno_h1v2_plain",
+               "yesno_h1v2_hw", "yesno_h1v2_mismatch", "yesno_lif"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tiny_cache(tmp_path_factory)
+
+
+@pytest.fixture
+def run(cache, tmp_path):
+    """``run(name, *overrides)``: train a tiny config into ``tmp_path/name``; returns its summary."""
+
+    def _run(name, *overrides):
+        out = tmp_path / name
+        return train(
+            compose_config(tiny_overrides(cache, f"paths.output_dir={out}", "logger=jsonl", *overrides))
+        )
+
+    return _run
+
+
+def test_one_epoch_run_folder_and_checkpoint(run, tmp_path):
+    summary = run("a", "logger=tensorboard")
+    out = tmp_path / "a"
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 1
+    assert summary["best_val_acc"] == read_jsonl(out / "metrics.jsonl")[0]["accuracy/val"]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [
+        "spike_raster.png", "training_curves.png", "weight_signs.png"]  # fmt: skip
+    assert any((out / "tensorboard").glob("events.*"))
+
+    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert (ckpt["epoch"], ckpt["batch"], ckpt["best_epoch"]) == (1, 0, 1)
+    assert ckpt["best_val_acc"] == summary["best_val_acc"]
+    assert set(ckpt["rng"]) == {"torch", "cuda", "numpy", "python", "mismatch"}
+    assert "param_groups" in ckpt["optimizer"] and "syn_hidden.weight" in ckpt["model"]
+    config = OmegaConf.create(ckpt["config"])  # the resolved config, as YAML
+    assert config.model.hidden_size == 8 and config.paths.output_dir == str(out)
+    assert ckpt["classes"] == ["yes", "no"] and ckpt["n_channels"] == 13
+
+
+def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(run, tmp_path):
+    straight = run("straight", "trainer.epochs=3")
+    run("first", "trainer.epochs=1")
+    resumed = run(
+        "resumed", "trainer.epochs=3", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"
+    )
+    history = read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+    assert len(history) == 3  # the resumed folder carries the whole history
+    assert deterministic(history) == deterministic(read_jsonl(tmp_path / "straight" / "metrics.jsonl"))
+    for key in ("best_val_acc", "best_epoch", "test_acc", "test_confusion"):
+        assert resumed[key] == straight[key]
+
+
+def test_resume_refuses_a_different_model(run, tmp_path):
+    run("first")
+    with pytest.raises(ConfigError, match=r"ckpt_path: .*model.hidden_size: 8 -> 16"):
+        run("other", "model.hidden_size=16", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}")
+
+
+def test_early_stopping_after_patience_epochs_without_gain(run):
+    # With (almost) frozen weights the val accuracy cannot improve after the first epoch.
+    summary = run("es", "trainer.epochs=5", "trainer.early_stopping_patience=1", "optim.lr_core=1e-12",
+                  "optim.lr_frontend=0")  # fmt: skip
+    assert summary["status"] == "early_stopped" and summary["epochs_completed"] == 2
+
+
+def test_sign_annealing_leaves_every_block_sign_uniform(run, tmp_path):
+    run("sa", "optim=adam_sign_annealing", "trainer.epochs=2")
+    last = read_jsonl(tmp_path / "sa" / "metrics.jsonl")[-1]
+    assert last["hardware/sign_hardness"] == 1.0 and last["hardware/sign_violations"] == 0
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_trains_one_epoch(run, experiment):
+    summary = run(experiment, f"experiment={experiment}")
+    assert summary["experiment"] == experiment and summary["status"] == "completed"
+    assert 0.0 <= summary["test_acc"] <= 1.0
+
+
+def test_evaluate_checkpoint_in_process(run, tmp_path, cache):
+    summary = run("a")
+    cfg = compose_config(
+        [f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'best.ckpt'}", f"paths.output_dir={tmp_path / 'eval'}",
+         f"paths.cache_dir={cache}", "split=all"],
+        config_name="eval",
+    )  # fmt: skip
+    result = evaluate_checkpoint(cfg)
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert result == report["splits"]["train"]
+    assert report["splits"]["test"]["acc"] == summary["test_acc"]
+
+
+def _job(sweep, name, overrides, summary):
+    (sweep / name / ".hydra").mkdir(parents=True)
+    (sweep / name / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+    if summary is not None:
+        (sweep / name / "summary.json").write_text(json.dumps(summary))
+
+
+def test_sweep_summary_pools_seeds_and_lists_failures(tmp_path):
+    ok = {"status": "completed", "best_val_acc": 0.8, "test_acc": 0.7}
+    _job(tmp_path, "0", ["trainer.epochs=2", "model.hidden_size=8", "seed=1"], ok)
+    _job(tmp_path, "1", ["trainer.epochs=2", "model.hidden_size=8", "seed=2"], {**ok, "best_val_acc": 0.6})
+    _job(
+        tmp_path,
+        "2",
+        ["trainer.epochs=2", "model.hidden_size=16", "seed=1"],
+        {"status": "failed", "error": "x"},
+    )
+    _job(tmp_path, "3", ["trainer.epochs=2", "model.hidden_size=16", "seed=2"], None)
+    rows = {r["setting"]: r for r in summarize_sweep(tmp_path)}
+    small, large = rows["model.hidden_size=8"], rows["model.hidden_size=16"]
+    assert small["completed"] == 2 and small["val_acc_mean"] == pytest.approx(0.7)
+    assert small["val_acc_std"] == pytest.approx(0.1414, abs=1e-4) and small["test_acc_std"] == 0.0
+    assert large["completed"] == 0 and [f["error"] for f in large["failed"]] == ["x", "missing"]
