@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from . import chip
+from . import chip, kernels
 from .dynamics import RESET_MECHANISMS, lif_step, linear_leak_step, run_sequence
 from .quant import Quantizer, RangeQuantizer
 from .surrogate import Surrogate, fast_sigmoid
@@ -88,6 +88,10 @@ class _SpikingLayer(nn.Module):
         """Parameters handed to the pure step function after ``(mem, input)``."""
         raise NotImplementedError
 
+    def _fused(self, mem: torch.Tensor, current: torch.Tensor):
+        """``run_sequence``'s result from a fused kernel (``nwtrain.kernels``), or None to run it."""
+        return None
+
     def prepare(self, generator: torch.Generator, collect_metrics: bool = False) -> None:
         self.mem = None
         self.collect_metrics = collect_metrics
@@ -107,7 +111,10 @@ class _SpikingLayer(nn.Module):
             spk, self.mem = self._step(self.mem, current)
             mem_out = self.mem
         else:
-            spk, mem_out, self.mem = run_sequence(self._step_fn, self.mem, current, *self._step_args())
+            fused = self._fused(self.mem, current)
+            if fused is None:
+                fused = run_sequence(self._step_fn, self.mem, current, *self._step_args())
+            spk, mem_out, self.mem = fused
         if self.collect_metrics:
             counts = spk.detach().reshape(-1, self.n_neurons).sum(0)
             self.spike_count = counts if self.spike_count is None else self.spike_count + counts
@@ -173,6 +180,11 @@ class LIFLayer(_SpikingLayer):
     def _step_args(self):
         return self._d_taus, self.thresholds
 
+    def _fused(self, mem, current):
+        return kernels.lif_sequence(
+            current, mem, self._d_taus, self.thresholds, self.reset_mechanism, self.spike_grad
+        )
+
 
 class _ChipLayer(_SpikingLayer):
     """Linear-leak chip neuron (see ``dynamics.linear_leak_step``): fixed chip threshold ``_vt``, tau snapped
@@ -224,6 +236,9 @@ class _ChipLayer(_SpikingLayer):
     def _step_args(self):
         return self.Vleak, self._vt
 
+    def _fused(self, mem, dv, scale=1.0):
+        return kernels.linear_leak_sequence(dv, mem, self.Vleak, self._vt, self.RESET, self.spike_grad, scale)
+
 
 class H1v1Layer(_ChipLayer):
     """H1v1 neuron: linear leak, chip-wide threshold 0.204 V, zero reset, membrane >= 0.
@@ -241,6 +256,9 @@ class H1v1Layer(_ChipLayer):
 
     def _step_fn(self, mem, current_na, vleak, vt):
         return super()._step_fn(mem, current_na * self.VOLTS_PER_NA, vleak, vt)
+
+    def _fused(self, mem, current_na):
+        return super()._fused(mem, current_na, scale=self.VOLTS_PER_NA)
 
 
 class H1v2Layer(_ChipLayer):

@@ -1,0 +1,214 @@
+"""CPU kernels (numba): the whole time loop of a layer, forward and reverse, in compiled code.
+
+Each kernel walks ``b`` (batch), ``t`` (time), ``n`` (neuron) with ``n`` innermost, so every array is read
+in memory order. The state of one sample lives in a local row of ``N`` values and the loop bodies are
+branch-free (selects, not ifs): spikes are data-dependent, a mispredicted branch per element cost more
+than the arithmetic, and selects let the compiler vectorise over neurons.
+
+The arithmetic follows ``nwtrain.dynamics`` operation by operation, in the tensors' dtype, so the forward
+pass reproduces the reference bit for bit (no spike flips on rounding) and the gradients agree up to the
+summation order of the parameter gradients, which are accumulated in float64 over batch and time.
+
+Reset codes: 0 subtraction, 1 zero, 2 none (``RESET_CODES``).
+
+``_ZERO`` is a float32 literal: an integer or float64 literal would promote float32 arithmetic to float64
+in numba (exact zeros either way, and float32 widens losslessly in the float64 kernels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, types
+
+RESET_CODES = {"subtraction": 0, "zero": 1, "none": 2}
+NAME = "numba"
+_ZERO = np.float32(0)
+
+
+def _signatures(*args: str):
+    """One signature per real dtype, so both compile (or load from the cache) at import, where a failure
+    sends the layers to the reference path. Codes: ``3``/``2``/``1`` a C-contiguous array of that rank,
+    ``r`` a scalar of the dtype, ``i`` the reset code, ``b`` a boolean, ``a`` a float64 gradient accumulator,
+    ``f`` the uint8 flags of the linear-leak kernels."""
+    sigs = []
+    for real in (types.float32, types.float64):
+        kinds = {
+            "3": types.Array(real, 3, "C"),
+            "2": types.Array(real, 2, "C"),
+            "1": types.Array(real, 1, "C"),
+            "r": real,
+            "i": types.int64,
+            "b": types.boolean,
+            "a": types.Array(types.float64, 1, "C"),
+            "f": types.Array(types.uint8, 3, "C"),
+        }
+        sigs.append(types.void(*(kinds[a] for a in args)))
+    return sigs
+
+
+@njit(_signatures("3", "2", "1", "1", "i", "3", "3", "3"), cache=True, nogil=True)
+def _lif_forward(current, mem0, decay, threshold, reset, spikes, mems, pre):
+    batch, steps, n_neurons = current.shape
+    v = np.empty_like(decay)
+    for b in range(batch):
+        v[:] = mem0[b]
+        for t in range(steps):
+            for n in range(n_neurons):
+                u = decay[n] * v[n] + current[b, t, n]
+                fired = u >= threshold[n]
+                reset_to = u - threshold[n] if reset == 0 else (_ZERO if reset == 1 else u)
+                v[n] = reset_to if fired else u
+                pre[b, t, n] = u
+                spikes[b, t, n] = fired
+                mems[b, t, n] = v[n]
+
+
+@njit(_signatures("3", "3", "b", "3", "3", "2", "1", "i", "b", "3", "2", "a", "a"), cache=True, nogil=True)
+def _lif_backward(
+    g_spike, g_mems, has_g_mems, spikes, mems, mem0, decay, reset, need_params,
+    g_current, g_mem0, g_decay, g_threshold,
+):  # fmt: skip
+    """``g_spike`` is dL/ds times the surrogate derivative, i.e. dL/du through the spike alone; ``g_mems``
+    is read only if ``has_g_mems`` (the membranes reached the loss)."""
+    batch, steps, n_neurons = g_spike.shape
+    carry = np.empty_like(decay)  # dL/dv[t] through v[t+1]
+    for b in range(batch):
+        carry[:] = 0
+        for t in range(steps - 1, -1, -1):
+            for n in range(n_neurons):
+                g_mem = g_mems[b, t, n] + carry[n] if has_g_mems else carry[n]
+                fired = spikes[b, t, n] != 0
+                g_u = g_spike[b, t, n] + (_ZERO if reset == 1 and fired else g_mem)
+                g_current[b, t, n] = g_u
+                carry[n] = g_u * decay[n]
+                if need_params:
+                    g_decay[n] += g_u * (mems[b, t - 1, n] if t > 0 else mem0[b, n])
+                    g_threshold[n] -= g_spike[b, t, n] + (g_mem if reset == 0 and fired else _ZERO)
+        g_mem0[b, :] = carry
+
+
+# Flags the linear-leak forward leaves for its backward, one byte per element: which clamps passed.
+FIRED, POST_PASSES, PRE_PASSES, LEAKED_PASSES = 1, 2, 4, 8
+
+
+@njit(_signatures("3", "2", "1", "r", "r", "i", "3", "3", "3", "f"), cache=True, nogil=True)
+def _leak_forward(current, mem0, vleak, vt, scale, reset, spikes, mems, pre, flags):
+    batch, steps, n_neurons = current.shape
+    v = np.empty_like(vleak)
+    for b in range(batch):
+        v[:] = mem0[b]
+        for t in range(steps):
+            for n in range(n_neurons):
+                leaked = v[n] - vleak[n]
+                leak_passes = leaked > 0
+                u = (leaked if leak_passes else _ZERO) + current[b, t, n] * scale
+                pre_passes = u > 0
+                u = u if pre_passes else _ZERO
+                fired = u >= vt
+                above = u - vt
+                reset_to = (above if above > 0 else _ZERO) if reset == 0 else (_ZERO if reset == 1 else u)
+                v[n] = reset_to if fired else u
+                pre[b, t, n] = u
+                spikes[b, t, n] = fired
+                mems[b, t, n] = v[n]
+                flags[b, t, n] = (
+                    FIRED * fired
+                    | POST_PASSES * (v[n] > 0)
+                    | PRE_PASSES * pre_passes
+                    | LEAKED_PASSES * leak_passes
+                )
+
+
+@njit(_signatures("3", "3", "b", "f", "r", "i", "b", "3", "2", "a", "a"), cache=True, nogil=True)
+def _leak_backward(
+    g_spike, g_mems, has_g_mems, flags, scale, reset, need_params, g_current, g_mem0, g_vleak, g_vt
+):
+    """Same recursion through the three clamps: a gradient passes a ``max(., 0)`` where its output is > 0
+    (a zero reset leaves 0, so it needs no term of its own). ``g_vt`` collects per neuron."""
+    batch, steps, n_neurons = g_spike.shape
+    carry = np.empty(n_neurons, g_spike.dtype)
+    for b in range(batch):
+        carry[:] = 0
+        for t in range(steps - 1, -1, -1):
+            for n in range(n_neurons):
+                flag = flags[b, t, n]
+                g_mem = g_mems[b, t, n] + carry[n] if has_g_mems else carry[n]
+                g_post = g_mem if flag & POST_PASSES else _ZERO
+                g_in = g_spike[b, t, n] + g_post
+                g_in = g_in if flag & PRE_PASSES else _ZERO
+                g_current[b, t, n] = g_in * scale
+                carry[n] = g_in if flag & LEAKED_PASSES else _ZERO
+                if need_params:
+                    g_vleak[n] -= carry[n]
+                    g_vt[n] -= g_spike[b, t, n] + (g_post if reset == 0 and flag & FIRED else _ZERO)
+        g_mem0[b, :] = carry
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def _like(t: torch.Tensor, count: int):
+    return [torch.empty(t.shape, dtype=t.dtype) for _ in range(count)]
+
+
+def _optional(g_mems, g_spike: np.ndarray):
+    """``(array, present)``: a None gradient is passed as any array of the right type, never read."""
+    return (g_spike, False) if g_mems is None else (_np(g_mems), True)
+
+
+def _vectors(accumulators, need_params: bool, dtype):
+    return [torch.from_numpy(a).to(dtype) if need_params else None for a in accumulators]
+
+
+def lif_forward(current, mem0, decay, threshold, reset):
+    """``(spikes, membranes after reset, membranes before reset)``, each ``[B, T, N]``."""
+    spikes, mems, pre = _like(current, 3)
+    _lif_forward(
+        _np(current), _np(mem0), _np(decay), _np(threshold), RESET_CODES[reset],
+        spikes.numpy(), mems.numpy(), pre.numpy(),
+    )  # fmt: skip
+    return spikes, mems, pre
+
+
+def lif_backward(g_spike, g_mems, spikes, mems, mem0, decay, reset, need_params):
+    """``(dL/dcurrent, dL/dmem0, dL/ddecay [N], dL/dthreshold [N])``, the last two None unless
+    ``need_params``; ``g_mems`` may be None."""
+    g_spike_np = _np(g_spike)
+    (g_current,), (g_mem0,) = _like(g_spike, 1), _like(mem0, 1)
+    acc = np.zeros((2, decay.shape[0]))
+    _lif_backward(
+        g_spike_np, *_optional(g_mems, g_spike_np), _np(spikes), _np(mems), _np(mem0), _np(decay),
+        RESET_CODES[reset], need_params, g_current.numpy(), g_mem0.numpy(), acc[0], acc[1],
+    )  # fmt: skip
+    return g_current, g_mem0, *_vectors(acc, need_params, g_spike.dtype)
+
+
+def leak_forward(current, mem0, vleak, vt, scale, reset):
+    """``(spikes, membranes after reset and clamp, membranes before reset, flags)``, each ``[B, T, N]``.
+
+    ``vt`` is a 0-d tensor; ``scale`` multiplies the input (volts per unit of input)."""
+    spikes, mems, pre = _like(current, 3)
+    flags = torch.empty(current.shape, dtype=torch.uint8)
+    real = _np(vt).dtype.type
+    _leak_forward(
+        _np(current), _np(mem0), _np(vleak), real(vt.item()), real(scale), RESET_CODES[reset],
+        spikes.numpy(), mems.numpy(), pre.numpy(), flags.numpy(),
+    )  # fmt: skip
+    return spikes, mems, pre, flags
+
+
+def leak_backward(g_spike, g_mems, flags, scale, reset, need_params):
+    """``(dL/dcurrent, dL/dmem0, dL/dvleak [N], dL/dvt [])``, the last two None unless ``need_params``;
+    ``g_mems`` may be None."""
+    batch, _, n_neurons = g_spike.shape
+    g_spike_np = _np(g_spike)
+    (g_current,), g_mem0 = _like(g_spike, 1), g_spike.new_empty(batch, n_neurons)
+    acc = np.zeros((2, n_neurons))
+    _leak_backward(
+        g_spike_np, *_optional(g_mems, g_spike_np), _np(flags), g_spike_np.dtype.type(scale),
+        RESET_CODES[reset], need_params, g_current.numpy(), g_mem0.numpy(), acc[0], acc[1],
+    )  # fmt: skip
+    g_vleak, g_vt = _vectors(acc, need_params, g_spike.dtype)
+    return g_current, g_mem0, g_vleak, None if g_vt is None else g_vt.sum()
