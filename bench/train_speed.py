@@ -16,12 +16,18 @@ per round, in one process, so machine load hits them alike; the table shows the 
 Neither anchor has the H1v1 neuron, so they use their LIF with the H1v1 layers' decay; the synapses are
 the same H1v1 ones (quantiser + tanh transfer) in all three, so the comparison is the time loop and the
 framework around it. ``make bench`` runs it; the anchors come from the ``bench`` extra.
+
+``--device cuda`` runs all of it on the GPU: nwtrain's fused path is then the Triton kernels
+(docs/kernels.md), SpikingJelly its torch multi-step path; the clock stops after a device synchronise.
+Without a GPU it refuses. ``TRITON_INTERPRET=1 NWTRAIN_KERNELS=triton`` with ``--device cpu`` and a few
+batches runs the Triton kernels in Triton's interpreter instead: a smoke check of that path, not a timing.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import os
 import platform
@@ -183,6 +189,12 @@ def make_optimizer(model):
     return torch.optim.Adam([{"params": frontend, "lr": LR_FRONTEND}, {"params": core, "lr": LR_CORE}])
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that the clock measures it (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def train_epoch(model, optimizer, batches) -> float:
     """One pass over ``batches`` as tutorial 4's ``train_model`` runs it, per-batch ``.item()`` calls
     included; returns the training accuracy."""
@@ -254,14 +266,23 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds, one epoch per framework each")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch CPU threads")
     ap.add_argument("--only", nargs="+", choices=list(FRAMEWORKS), default=list(FRAMEWORKS))
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where models and data live")
     args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device here (torch.cuda.is_available() is False)")
+    device = torch.device(args.device)
 
     torch.set_num_threads(args.threads)
-    x, y = synthetic_data(args.clips, seed=0)
+    x, y = (t.to(device) for t in synthetic_data(args.clips, seed=0))
     n_batches = math.ceil(args.clips / BATCH)
     timed = n_batches if args.batches is None else min(args.batches, n_batches)
     scope = "every batch timed" if timed == n_batches else f"{timed} batches timed, scaled to the epoch"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}")
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)}")
+        # the line naming the kernel path: a Triton build failure would time the reference loop twice
+        logging.basicConfig(format="%(name)s: %(message)s")
+        logging.getLogger(kernels.__name__).setLevel(logging.INFO)
     print(f"epoch: {args.clips} clips = {n_batches} batches of {BATCH} x {STEPS} steps ({scope}); "
           f"{args.rounds} rounds")  # fmt: skip
 
@@ -269,7 +290,7 @@ def main(argv=None):
     for key in args.only:
         _, cls, env = FRAMEWORKS[key]
         torch.manual_seed(0)
-        model = cls()
+        model = cls().to(device)
         optimizer = make_optimizer(model)
         with kernels_env(env):  # untimed warm-up: kernel loading, allocator, first-call paths
             train_epoch(model, optimizer, batches_of(x, y, epoch=-1)[:3])
@@ -280,8 +301,10 @@ def main(argv=None):
         batches = batches_of(x, y, epoch=r)[:timed]
         for key, (model, optimizer, env) in runs.items():
             with kernels_env(env):
+                synchronize(device)
                 start = time.perf_counter()
                 train_epoch(model, optimizer, batches)
+                synchronize(device)
                 times[key].append((time.perf_counter() - start) * n_batches / timed)
         print(f"round {r + 1}: " + ", ".join(f"{key} {t[-1]:.2f} s" for key, t in times.items()))
 

@@ -1,9 +1,16 @@
 """The fused sequence kernels equal the reference time loop (``dynamics.run_sequence``), forward and
 backward, for every layer type and reset, with mismatch and quantisation on; their backward is the true
-derivative of their forward (gradcheck in float64); the reference runs where no kernel applies."""
+derivative of their forward (gradcheck in float64); the reference runs where no kernel applies.
 
+The equality tests run for each backend (``backend`` fixture): numba on CPU tensors, and Triton where it can
+run in this process: on CUDA tensors, or on CPU tensors when the process started with ``TRITON_INTERPRET=1``
+(``test_kernels_triton.py`` starts such a process on machines without a GPU)."""
+
+import importlib.util
 import logging
+import os
 import warnings
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -24,10 +31,49 @@ from nwtrain.layers import (
     prepare_net,
     spiking_layers,
 )
+from nwtrain.models import KWSNet
 from nwtrain.quant import TernaryQuantizer
 from nwtrain.surrogate import fast_sigmoid, triangle
 
 KINDS = ["lif-subtraction", "lif-zero", "lif-none", "h1v1", "h1v2"]
+
+# Triton's interpreter (numpy on CPU tensors) replaces its compiler in a process started with this set.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+class Backend(NamedTuple):
+    path: str  # NWTRAIN_KERNELS
+    device: str
+
+    @property
+    def interpreted(self) -> bool:
+        """Triton's interpreter runs each kernel step as numpy calls: the full gradcheck (a backward per
+        output element) takes 30 to 50 s a test there, so it checks random projections of the Jacobian
+        instead (``gradcheck(fast_mode=True)``)."""
+        return self.path == "triton" and INTERPRETED
+
+    def module(self):
+        """The kernel module ``kernels`` picks for this backend's tensors (asserting it picks one)."""
+        x = torch.zeros(1, 1, 1, dtype=torch.float64, device=self.device)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(kernels.ENV_VAR, self.path)
+            module = kernels._backend(x)
+        assert module is not None, f"no kernel for {self}"
+        return module
+
+
+NUMBA = Backend("auto", "cpu")
+TRITON = Backend("triton", "cpu" if INTERPRETED else "cuda")
+HAS_TRITON = importlib.util.find_spec("triton") is not None  # torch's CUDA builds bring it on Linux
+needs_triton = pytest.mark.skipif(
+    not (HAS_TRITON and (INTERPRETED or torch.cuda.is_available())),
+    reason="no Triton or no GPU: test_kernels_triton.py runs these under Triton's interpreter",
+)
+
+
+@pytest.fixture(params=[NUMBA, pytest.param(TRITON, marks=needs_triton)], ids=["numba", "triton"])
+def backend(request) -> Backend:
+    return request.param
 
 
 def build(kind):
@@ -76,7 +122,7 @@ def inputs(kind, dtype):
 
 def run(net, x, path, monkeypatch, loss_on=("spikes", "membranes")):
     """Spikes and membranes of every layer, and the gradients of a loss on them (``loss_on``) with respect
-    to the parameters, the input and each layer's initial membrane."""
+    to the parameters, the input and each layer's initial membrane; ``net`` and ``x`` on one device."""
     monkeypatch.setenv(kernels.ENV_VAR, path)
     prepare_net(net, generator=torch.Generator().manual_seed(5))
     net.zero_grad()
@@ -85,7 +131,7 @@ def run(net, x, path, monkeypatch, loss_on=("spikes", "membranes")):
     for layer in spiking_layers(net):
         g = torch.Generator().manual_seed(layer.n_neurons)
         mem0 = 0.2 * torch.rand(x.shape[0], layer.n_neurons, generator=g, dtype=x.dtype)
-        layer.mem = mem0.requires_grad_()
+        layer.mem = mem0.to(x.device).requires_grad_()
         mem0s.append(layer.mem)
     h, outs = x, []
     for m in net:
@@ -95,9 +141,7 @@ def run(net, x, path, monkeypatch, loss_on=("spikes", "membranes")):
             h = h[0]
     loss = 0.0
     if "spikes" in loss_on:
-        loss = loss + sum(
-            (o * torch.linspace(0.5, 1.5, o.shape[-1], dtype=x.dtype)).sum() for o in outs[0::2]
-        )
+        loss = loss + sum((o * ramp(o)).sum() for o in outs[0::2])
     if "membranes" in loss_on:
         loss = loss + sum(0.1 * o.pow(2).sum() for o in outs[1::2])
     loss.backward()
@@ -105,43 +149,78 @@ def run(net, x, path, monkeypatch, loss_on=("spikes", "membranes")):
     return [o.detach() for o in outs], grads
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("kind", KINDS)
-def test_fused_equals_reference(kind, dtype, monkeypatch):
+def ramp(o):
+    """Per-neuron loss weights, so that no two neurons' gradients are alike."""
+    return torch.linspace(0.5, 1.5, o.shape[-1], dtype=o.dtype, device=o.device)
+
+
+def assert_fused_equals_reference(net, x, backend, monkeypatch, **kw):
     """Forward is bit-identical (same operations in the same order, so no spike flips on rounding);
     gradients agree to 1e-5 in float32, where only the order of the parameter-gradient sums differs."""
-    net = build(kind).to(dtype)
-    x = inputs(kind, dtype)
-    ref_out, ref_grads = run(net, x, "reference", monkeypatch)
-    out, grads = run(net, x, "auto", monkeypatch)
+    net, x = net.to(backend.device), x.to(backend.device)
+    ref_out, ref_grads = run(net, x, "reference", monkeypatch, **kw)
+    out, grads = run(net, x, backend.path, monkeypatch, **kw)
     assert all(s.sum() > 0 for s in ref_out[0::2]), "every layer must spike"
     for a, b in zip(out, ref_out):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
-    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    tol = dict(atol=1e-5, rtol=1e-5) if x.dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
     for a, b in zip(grads, ref_grads):
         assert torch.isfinite(a).all() and b.abs().sum() > 0
         torch.testing.assert_close(a, b, **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_equals_reference(kind, dtype, backend, monkeypatch):
+    assert_fused_equals_reference(build(kind).to(dtype), inputs(kind, dtype), backend, monkeypatch)
+
+
 @pytest.mark.parametrize("loss_on", ["spikes", "membranes"])
 @pytest.mark.parametrize("kind", ["lif-subtraction", "h1v1"])
-def test_fused_equals_reference_when_one_output_is_unused(kind, loss_on, monkeypatch):
-    net = build(kind)
+def test_fused_equals_reference_when_one_output_is_unused(kind, loss_on, backend, monkeypatch):
     x = inputs(kind, torch.float32)
-    _, ref_grads = run(net, x, "reference", monkeypatch, loss_on=(loss_on,))
-    _, grads = run(net, x, "auto", monkeypatch, loss_on=(loss_on,))
-    for a, b in zip(grads, ref_grads):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert_fused_equals_reference(build(kind), x, backend, monkeypatch, loss_on=(loss_on,))
+
+
+def test_fused_equals_reference_for_wide_layers(backend, monkeypatch):
+    """More neurons than one Triton program holds (128): several programs per batch row, the last one
+    partly masked."""
+    torch.manual_seed(1)
+    net = nn.ModuleList(
+        [
+            LIFSynapse(6, 200, init=lambda w: nn.init.uniform_(w, -0.2, 0.6)),
+            LIFLayer(200, taus=20e-3, thresholds=0.5, learn_taus=True, learn_thresholds=True),
+            H1v2Synapse(200, 130, quantization_bit=5, init=lambda w: nn.init.uniform_(w, -0.5, 1.66)),
+            H1v2Layer(130, taus=20e-3, dt=1e-3, ileak_mismatch=True),
+        ]
+    )
+    assert_fused_equals_reference(net, inputs("lif", torch.float32), backend, monkeypatch)
+
+
+def test_tutorial4_network_equals_reference(backend, monkeypatch):
+    """Tutorial 4's H1v1 network as the mismatch-aware experiment trains it (5-bit QAT, synaptic offsets of
+    stddev 0.02, leak mismatch), at its sizes but on shorter clips."""
+    torch.manual_seed(3)
+    # Dense weights over the chip's whole range: the output layer fires within the 40 steps.
+    net = KWSNet(
+        13, 2, chip="h1v1", quantization_bit=5, stddev=0.02, ileak_mismatch=True, dense_init_bound=0.9
+    )
+    # KWSNet.forward's chain (input gain 1), as a list so that ``run`` sees every layer's outputs
+    chain = nn.ModuleList(
+        [net.frontend, net.frontend_layer, net.syn_hidden, net.hidden, net.syn_out, net.out]
+    )
+    x = 3 * torch.rand(3, 40, 13, generator=torch.Generator().manual_seed(4))
+    assert_fused_equals_reference(chain, x, backend, monkeypatch)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_state_carries_across_calls_with_gradients(kind, monkeypatch):
+def test_state_carries_across_calls_with_gradients(kind, backend, monkeypatch):
     """Two half-sequences after one prepare_net: the second starts from the first's final membrane, and
     gradients flow back through it."""
-    net = build(kind)
-    x = inputs(kind, torch.float32)
+    net = build(kind).to(backend.device)
+    x = inputs(kind, torch.float32).to(backend.device)
     results = []
-    for path in ("reference", "auto"):
+    for path in ("reference", backend.path):
         monkeypatch.setenv(kernels.ENV_VAR, path)
         prepare_net(net, generator=torch.Generator().manual_seed(5))
         net.zero_grad()
@@ -154,7 +233,7 @@ def test_state_carries_across_calls_with_gradients(kind, monkeypatch):
                 h = h[0] if isinstance(h, tuple) else h
             spikes.append(h)
         out = torch.cat(spikes, 1)
-        (out * torch.linspace(0.5, 1.5, out.shape[-1])).sum().backward()
+        (out * ramp(out)).sum().backward()
         results.append([out.detach(), xi.grad] + [p.grad.clone() for p in net.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -186,40 +265,42 @@ def test_fused_path_runs_by_default(monkeypatch):
 MARGIN = 1e-3
 
 
-def lif_args(seed):
+def lif_args(seed, device):
     g = torch.Generator().manual_seed(seed)
     current = 0.6 * torch.rand(2, 20, 4, generator=g, dtype=torch.float64)
     mem0 = 0.3 * torch.rand(2, 4, generator=g, dtype=torch.float64)
     decay = torch.tensor([0.5, 0.7, 0.85, 0.95], dtype=torch.float64)
     threshold = torch.tensor([0.6, 0.8, 1.0, 1.2], dtype=torch.float64)
-    return [t.requires_grad_() for t in (current, mem0, decay, threshold)]
+    return [t.to(device).requires_grad_() for t in (current, mem0, decay, threshold)]
 
 
 @pytest.mark.parametrize("reset", ["subtraction", "zero", "none"])
-def test_gradcheck_lif(reset):
-    current, mem0, decay, threshold = lif_args(seed=0)
-    spikes, _, pre = cpu.lif_forward(current, mem0, decay, threshold, reset)
+def test_gradcheck_lif(reset, backend):
+    current, mem0, decay, threshold = lif_args(seed=0, device=backend.device)
+    module = backend.module()
+    spikes, _, pre = module.lif_forward(current, mem0, decay, threshold, reset)
     assert spikes.sum() > 5 and ((pre - threshold).abs() > MARGIN).all()
 
     def mems(*args):
-        return LIFSequence.apply(*args, reset, fast_sigmoid(25.0), cpu)[1]
+        return LIFSequence.apply(*args, reset, fast_sigmoid(25.0), module)[1]
 
-    assert gradcheck(mems, (current, mem0, decay, threshold))
+    assert gradcheck(mems, (current, mem0, decay, threshold), fast_mode=backend.interpreted)
 
 
-def leak_args(seed, scale):
+def leak_args(seed, scale, device):
     g = torch.Generator().manual_seed(seed)
     current = (0.25 * torch.rand(2, 20, 4, generator=g, dtype=torch.float64) - 0.05) / scale
     mem0 = 0.1 * torch.rand(2, 4, generator=g, dtype=torch.float64)
     vleak = torch.tensor([0.01, 0.03, 0.05, 0.08], dtype=torch.float64)
     vt = torch.tensor(0.3, dtype=torch.float64)
-    return [t.requires_grad_() for t in (current, mem0, vleak, vt)]
+    return [t.to(device).requires_grad_() for t in (current, mem0, vleak, vt)]
 
 
 @pytest.mark.parametrize("reset,scale", [("zero", 0.01), ("subtraction", 1.0)])
-def test_gradcheck_linear_leak(reset, scale):
-    current, mem0, vleak, vt = leak_args(seed=3, scale=scale)
-    spikes, mems, pre, _ = cpu.leak_forward(current, mem0, vleak, vt, scale, reset)
+def test_gradcheck_linear_leak(reset, scale, backend):
+    current, mem0, vleak, vt = leak_args(seed=3, scale=scale, device=backend.device)
+    module = backend.module()
+    spikes, mems, pre, _ = module.leak_forward(current, mem0, vleak, vt, scale, reset)
     prev = torch.cat([mem0[:, None], mems[:, :-1]], 1)
     leaked = prev - vleak
     clamp_inputs = [leaked[prev > 0], pre[pre != 0], (leaked.clamp_min(0) + scale * current)[pre == 0]]
@@ -227,9 +308,9 @@ def test_gradcheck_linear_leak(reset, scale):
     assert all((c.abs() > MARGIN).all() for c in clamp_inputs)
 
     def membranes(*args):
-        return LinearLeakSequence.apply(*args, scale, reset, fast_sigmoid(25.0), cpu)[1]
+        return LinearLeakSequence.apply(*args, scale, reset, fast_sigmoid(25.0), module)[1]
 
-    assert gradcheck(membranes, (current, mem0, vleak, vt))
+    assert gradcheck(membranes, (current, mem0, vleak, vt), fast_mode=backend.interpreted)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -270,10 +351,16 @@ def test_falls_back_when_kernels_cannot_load(monkeypatch, fresh_log):
     assert "reference torch loop: numba kernels unavailable (test)" in fresh_log.text
 
 
+def test_unknown_mode_is_an_error(monkeypatch):
+    monkeypatch.setenv(kernels.ENV_VAR, "fast")
+    with pytest.raises(ValueError, match="NWTRAIN_KERNELS must be one of auto, reference, triton .* 'fast'"):
+        prepare_net(H1v2Layer(3))(torch.rand(2, 5, 3))
+
+
 @pytest.mark.parametrize(
     "tensors,reason",
     [
-        ((torch.zeros(1, 2, 3, device="meta"),), "no fused kernel for meta tensors yet"),
+        ((torch.zeros(1, 2, 3, device="meta"),), "no fused kernel for meta tensors"),
         ((torch.zeros(1, 2, 3), torch.zeros(1, 3, dtype=torch.float64)), "float32 or float64 tensors of one"),
         ((torch.zeros(1, 2, 3, dtype=torch.float16),), "float32 or float64 tensors of one"),
     ],

@@ -3,10 +3,20 @@
 ``lif_sequence`` and ``linear_leak_sequence`` return ``(spikes, membranes, final membrane)`` exactly as
 ``dynamics.run_sequence`` does with the matching step function, or None when no kernel serves these
 tensors, and the layer then runs that reference loop. The path taken is logged once per process and
-reason. ``NWTRAIN_KERNELS=reference`` forces the reference loop.
+reason (logger ``nwtrain.kernels``, level INFO).
 
-Kernels exist for CPU tensors (numba, ``cpu.py``). A CUDA backend plugs in at ``_backend``: a module with
-the four functions of ``cpu.py`` taking and returning tensors on the device.
+Backends, each a module with the four functions ``lif_forward``, ``lif_backward``, ``leak_forward`` and
+``leak_backward`` (contract in ``cpu.py``), loaded on first use; one that fails to import or, for Triton,
+to compile and run a probe leaves the reference loop in its place, with the reason logged:
+
+* CPU tensors: numba (``cpu.py``).
+* CUDA tensors: Triton (``cuda.py``).
+
+``NWTRAIN_KERNELS`` (read at every call) chooses: unset or ``auto`` as above; ``reference`` forces the
+reference loop; ``triton`` is ``auto`` on CUDA and sends CPU tensors to the Triton kernels too, provided
+Triton runs its interpreter (``TRITON_INTERPRET=1`` in the environment before the Triton backend is first
+loaded), which is how the Triton kernels are tested on machines without a GPU; any other value is an
+error. docs/kernels.md has the details.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from .autograd import LIFSequence, LinearLeakSequence
 log = logging.getLogger(__name__)
 
 ENV_VAR = "NWTRAIN_KERNELS"
+MODES = ("auto", "reference", "triton")
 _DTYPES = (torch.float32, torch.float64)
 _announced: set[str] = set()
 
@@ -43,20 +54,48 @@ def _load_cpu():
     return cpu, None
 
 
+@functools.cache
+def _load_triton(device: torch.device):
+    """The Triton backend, or the reason it cannot be used on ``device``. Triton compiles a kernel on its
+    first launch, so a tiny run of all four here turns a missing toolchain or an unsupported GPU into a
+    fallback rather than an error in the middle of training."""
+    try:
+        from . import cuda
+
+        if device.type == "cpu" and not cuda.INTERPRETED:
+            return None, f"{ENV_VAR}=triton on CPU tensors needs Triton's interpreter (TRITON_INTERPRET=1)"
+        cuda.probe(device)
+    except Exception as err:  # noqa: BLE001 - as for numba
+        return None, f"Triton kernels unavailable on {device} ({type(err).__name__}: {err})"
+    return cuda, None
+
+
+def _mode() -> str:
+    mode = os.environ.get(ENV_VAR, "").lower() or "auto"
+    if mode not in MODES:
+        raise ValueError(f"{ENV_VAR} must be one of {', '.join(MODES)} (or unset), got {mode!r}")
+    return mode
+
+
 def _backend(current: torch.Tensor, *others: torch.Tensor):
-    if os.environ.get(ENV_VAR, "").lower() == "reference":
+    mode = _mode()
+    device = current.device
+    if mode == "reference":
         reason = f"{ENV_VAR}=reference"
-    elif current.device.type != "cpu":
-        reason = f"no fused kernel for {current.device.type} tensors yet"
-    elif current.dtype not in _DTYPES or any(
-        t.dtype != current.dtype or t.device != current.device for t in others
-    ):
+    elif current.dtype not in _DTYPES or any(t.dtype != current.dtype or t.device != device for t in others):
         reason = "fused kernels need float32 or float64 tensors of one dtype and device"
-    else:
+    elif device.type == "cpu" and mode != "triton":
         backend, reason = _load_cpu()
         if backend is not None:
             _announce(f"fused CPU kernel ({backend.NAME})")
             return backend
+    elif device.type in ("cpu", "cuda"):
+        backend, reason = _load_triton(device)
+        if backend is not None:
+            _announce(f"fused {device.type.upper()} kernel ({backend.NAME})")
+            return backend
+    else:
+        reason = f"no fused kernel for {device.type} tensors"
     _announce(f"reference torch loop: {reason}")
     return None
 

@@ -1,9 +1,11 @@
 """Autograd wrappers of the fused time loops, one per neuron family, independent of the device.
 
-``backend`` is a kernel module (``cpu``; a CUDA one would provide the same four functions). The forward
-kernel saves the membranes before reset; the backward evaluates the surrogate derivative on all steps at
-once in torch, which keeps the kernels free of any surrogate, and hands the reverse-time recursion to the
-backward kernel.
+``backend`` is a kernel module with the four functions of ``cpu.py``: ``cpu`` (numba, CPU tensors) or
+``cuda`` (Triton, CUDA tensors, or CPU tensors under Triton's interpreter); it takes and returns tensors
+on the device of its inputs, so nothing here moves data. The forward kernel saves the membranes before
+reset; the backward evaluates the surrogate derivative on all steps at once in torch, which keeps the
+kernels free of any surrogate (any ``Surrogate`` works on every backend), and hands the reverse-time
+recursion to the backward kernel.
 """
 
 from __future__ import annotations

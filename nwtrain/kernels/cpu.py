@@ -9,7 +9,7 @@ The arithmetic follows ``nwtrain.dynamics`` operation by operation, in the tenso
 pass reproduces the reference bit for bit (no spike flips on rounding) and the gradients agree up to the
 summation order of the parameter gradients, which are accumulated in float64 over batch and time.
 
-Reset codes: 0 subtraction, 1 zero, 2 none (``RESET_CODES``).
+Reset codes and the flag bits of the linear-leak kernels come from ``codes``.
 
 ``_ZERO`` is a float32 literal: an integer or float64 literal would promote float32 arithmetic to float64
 in numba (exact zeros either way, and float32 widens losslessly in the float64 kernels).
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from numba import njit, types
 
-RESET_CODES = {"subtraction": 0, "zero": 1, "none": 2}
+from .codes import FIRED, LEAKED_PASSES, POST_PASSES, PRE_PASSES, RESET_CODES
+
 NAME = "numba"
 _ZERO = np.float32(0)
 
@@ -86,10 +87,6 @@ def _lif_backward(
                     g_decay[n] += g_u * (mems[b, t - 1, n] if t > 0 else mem0[b, n])
                     g_threshold[n] -= g_spike[b, t, n] + (g_mem if reset == 0 and fired else _ZERO)
         g_mem0[b, :] = carry
-
-
-# Flags the linear-leak forward leaves for its backward, one byte per element: which clamps passed.
-FIRED, POST_PASSES, PRE_PASSES, LEAKED_PASSES = 1, 2, 4, 8
 
 
 @njit(_signatures("3", "2", "1", "r", "r", "i", "3", "3", "3", "f"), cache=True, nogil=True)
