@@ -353,7 +353,7 @@ def _transfer(syn: _Synapse) -> dict:
     return {"kind": "identity"}
 
 
-def _layer(s: Stage, requested_tau_s: float | None, arrays: dict) -> dict:
+def _layer(s: Stage, requested_tau_s, arrays: dict) -> dict:
     layer = s.layer
     out = {"name": s.layer_name, "n_neurons": layer.n_neurons, "dt_s": layer.dt}
     if isinstance(layer, _ChipLayer):
@@ -435,17 +435,18 @@ def build_artefact(
     *,
     classes: list[str],
     features: dict,
-    requested_taus_s: list[float] | None = None,
+    requested_taus_s: list | None = None,
     provenance: dict | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """``(export.json contents, weights.npz arrays)`` of a deployed nominal model."""
     _check_nominal(model)
     prepare_net(model, generator=torch.Generator())  # sets each layer's nominal leak
-    # Requested taus are a config matter; they are recorded when the config gives one per layer.
+    # Requested taus are a config matter; they are recorded as given (one value or one per neuron) when the
+    # config has an entry per layer.
     taus = requested_taus_s if requested_taus_s and len(requested_taus_s) == len(dep.stages) else None
     arrays: dict[str, np.ndarray] = {}
     stages = [
-        {"synapse": _synapse(s, dep, arrays), "layer": _layer(s, taus and float(taus[i]), arrays)}
+        {"synapse": _synapse(s, dep, arrays), "layer": _layer(s, taus and taus[i], arrays)}
         for i, s in enumerate(dep.stages)
     ]
     meta = {
@@ -547,7 +548,7 @@ def export_model(
     features: dict,
     bits: int | None = None,
     project_weights: bool = False,
-    requested_taus_s: list[float] | None = None,
+    requested_taus_s: list | None = None,
     provenance: dict | None = None,
 ) -> tuple[dict, Deployment]:
     """Deploy ``model`` (nominal, no mismatch) and write its artefact into ``folder``. A refusal writes
@@ -627,6 +628,8 @@ def export_checkpoint(cfg) -> dict:
     """Export ``cfg.ckpt_path`` into ``paths.output_dir`` and verify the artefact on ``cfg.verify_split``;
     returns the verification (also in verification.json), or an empty dict without one."""
     # Imported here: the library part of this module stays free of the runner's Hydra-side modules.
+    from omegaconf import OmegaConf
+
     from .data.filterbank import ChipFilterbank
     from .evaluate import SPLITS, load_model, load_run
     from .train import evaluate
@@ -650,6 +653,7 @@ def export_checkpoint(cfg) -> dict:
         else None
     )
     data_cfg = run.config.data
+    taus = run.config.model.get("taus")
     fb = ChipFilterbank(int(data_cfg.sample_rate), float(data_cfg.sim_time_s))
     meta, dep = export_model(
         model,
@@ -658,7 +662,7 @@ def export_checkpoint(cfg) -> dict:
         features={**fb.cache_fields(), "recording_duration_s": float(data_cfg.recording_duration_s)},
         bits=bits,
         project_weights=cfg.project,
-        requested_taus_s=list(run.config.model.get("taus") or []),
+        requested_taus_s=None if taus is None else OmegaConf.to_container(taus),
         provenance={
             "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
             "ckpt_sha256": _sha256(Path(cfg.ckpt_path).read_bytes()),

@@ -17,6 +17,7 @@ from nwtrain.errors import ConfigError, ExportError
 from nwtrain.evaluate import load_model, load_run
 from nwtrain.export import (
     ExportRefused,
+    build_artefact,
     chip_grid,
     deploy,
     export_checkpoint,
@@ -25,7 +26,9 @@ from nwtrain.export import (
     programmed_weights,
     to_nir,
     verify,
+    write_artefact,
 )
+from nwtrain.layers import H1v1Frontend, H1v1Layer, H1v1Synapse, prepare_net
 from nwtrain.quant import RangeQuantizer
 from nwtrain.train import evaluate, train
 
@@ -296,8 +299,6 @@ def test_export_refuses_bad_options_and_mismatch_models(runs, cache, tmp_path):
     _, model = loaded_model(ckpt, cache, tmp_path)
     assert chip_grid("h1v1", network_stages(model)).bits == 5
     run = load_run(export_cfg(ckpt, tmp_path, cache), device=torch.device("cpu"))
-    from nwtrain.export import build_artefact
-
     noisy = load_model(run, stddev=0.02, ileak_mismatch=True)
     with pytest.raises(ExportError, match="simulate mismatch: export a nominal chip"):
         build_artefact(noisy, deploy(noisy), classes=["yes", "no"], features={})
@@ -307,7 +308,7 @@ def test_nwtrain_export_command(runs, cache, tmp_path):
     ckpt, _ = runs("h1v1_plain")
     common = [f"ckpt_path={ckpt}", f"paths.cache_dir={cache}"]
     proc = run_cli([*common, f"hydra.run.dir={tmp_path / 'refused'}"], tmp_path, entry="export_main")
-    assert proc.returncode == 1 and "export refused" in proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "export refused" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     proc = run_cli(
         [*common, "project=true", f"hydra.run.dir={tmp_path / 'ok'}"], tmp_path, entry="export_main"
     )
@@ -316,3 +317,44 @@ def test_nwtrain_export_command(runs, cache, tmp_path):
         assert (tmp_path / "ok" / name).is_file(), name
     assert "agree on 100.0% of the clips" in proc.stdout + proc.stderr
     assert OmegaConf.load(tmp_path / "ok" / ".hydra" / "config.yaml").project is True
+
+
+class _DeepH1v1(torch.nn.Module):
+    """A deeper and wider chain than tutorial 4's: front end, three hidden layers, 3 classes."""
+
+    def __init__(self, widths=(13, 20, 12, 10, 3)):
+        super().__init__()
+        torch.manual_seed(0)
+        init = lambda w: torch.nn.init.uniform_(w, -0.5, 0.9)  # noqa: E731 (excitatory: every layer fires)
+        self.input_gain = 40.0
+        self.frontend = H1v1Frontend(widths[0])
+        self.layers = torch.nn.ModuleList([H1v1Layer(widths[0], taus=10e-3, dt=8e-3)])
+        for n_in, n_out in zip(widths[:-1], widths[1:]):
+            self.layers.append(H1v1Synapse(n_in, n_out, init=init, quantization_bit=5))
+            self.layers.append(H1v1Layer(n_out, taus=64e-3, dt=8e-3))
+
+    def forward(self, x, generator=None):
+        prepare_net(self, generator=generator)
+        x, _ = self.layers[0](self.frontend(x * self.input_gain))
+        for i in range(1, len(self.layers), 2):
+            x, _ = self.layers[i + 1](self.layers[i](x))
+        return x
+
+
+def test_a_deeper_wider_network_exports_and_simulates_identically(tmp_path):
+    model = _DeepH1v1()
+    dep = deploy(model, project_weights=True)
+    assert [s.synapse_name for s in dep.stages] == ["frontend", *(f"layers.{i}" for i in (1, 3, 5, 7))]
+    meta, arrays = build_artefact(model, dep, classes=["a", "b", "c"], features={})
+    write_artefact(tmp_path, meta, arrays)
+    features = torch.rand(12, 60, 13, generator=torch.Generator().manual_seed(1)) * 0.1
+    result = verify(tmp_path, model, [(features, torch.zeros(12, dtype=torch.long))])
+    assert result["identical_spike_trains"] and result["class_agreement"] == 1.0
+    assert all(c["model"] > 0 for c in result["spike_counts"].values())
+
+
+def test_a_network_that_is_not_a_chain_is_refused():
+    model = _DeepH1v1()
+    model.extra = H1v1Synapse(3, 3)  # a synapse with no layer after it
+    with pytest.raises(ExportError, match="are not a chain synapse, layer, synapse, layer"):
+        network_stages(model)
