@@ -40,8 +40,12 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
     return path
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return _atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return _atomic_write(path, lambda f: f.write(text.encode()))
+    return atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -32,6 +32,7 @@ H1V1_TAU_PROFILES_S = (15e-3 / 9, 15e-3 / 3, 15e-3, 45e-3, 135e-3, 405e-3)
 H1V1_LEAK_SIGMA_VT_V = 5e-3  # design: 5 mV threshold-voltage mismatch of a minimum-size leak transistor
 H1V1_SYN_OFFSET_STDDEV_V = 0.02  # tutorial 4 section 7: empirical synaptic weight offset stddev ~ 0.02
 H1V1_FRONTEND_CHANNELS = 16  # tutorial 4 section 2 and the frontend warning: 16 filters on chip
+H1V1_WEIGHT_BITS = 5  # tutorial 4 section 6: the weight memories hold 32 discrete charge levels (5-bit)
 
 # ---------------------------------------------------------------------------------------------------------
 # H1v2
@@ -46,6 +47,7 @@ H1V2_C_MEM_F = 100e-15  # design: same membrane capacitor as H1v1 (only used to 
 # a 17 ms request, which anchors the ladder.
 H1V2_TAU_PROFILES_S = tuple(13.82e-3 * 2.0**k for k in range(-2, 6))
 H1V2_LEAK_SIGMA_VT_V = 3.5e-3  # design: larger leak transistor on H1v2, better matching than H1v1
+H1V2_WEIGHT_BITS = 5  # design: tutorial 2 is silent on the memory; H1v1's 32 levels (tutorial 4) assumed
 
 # ---------------------------------------------------------------------------------------------------------
 # Shared

@@ -1,4 +1,5 @@
-"""Console entry points: ``nwtrain`` (train; ``-m`` sweeps) and ``nwtrain-eval`` (evaluate a checkpoint).
+"""Console entry points: ``nwtrain`` (train; ``-m`` sweeps), ``nwtrain-eval`` (evaluate a checkpoint) and
+``nwtrain-export`` (a chip-ready artefact of a checkpoint).
 
 Configs come from the ``conf/`` folder at the repository root, found next to the package (a checkout or an
 editable install, ``pip install -e .``); ``NWTRAIN_CONFIG_DIR`` points at another copy, e.g. for a wheel
@@ -21,6 +22,7 @@ from omegaconf import DictConfig
 from .checkpoint import atomic_write_json
 from .errors import NwtrainError, TrainingInterrupted
 from .evaluate import evaluate_checkpoint
+from .export import export_checkpoint
 from .train import train
 
 log = logging.getLogger("nwtrain")
@@ -70,3 +72,10 @@ def main(cfg: DictConfig) -> float:
 def eval_main(cfg: DictConfig) -> float:
     """``nwtrain-eval ckpt_path=... [data=...] [split=test|val|train|all]``; returns the accuracy."""
     return _run(lambda c: evaluate_checkpoint(c)["acc"], cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+def export_main(cfg: DictConfig) -> float:
+    """``nwtrain-export ckpt_path=... [project=true] [bits=5] [verify_split=test]``; returns the fraction of
+    clips on which the artefact's simulator agrees with the model (NaN without verification)."""
+    return _run(lambda c: export_checkpoint(c).get("class_agreement", math.nan), cfg)

@@ -27,6 +27,11 @@ class OutputDirError(NwtrainError):
     """The run folder cannot be written."""
 
 
+class ExportError(NwtrainError):
+    """A network cannot be exported as a chip artefact (its weights break the chip's constraints, or its
+    structure is not a chain the artefact describes); the message lists what is wrong."""
+
+
 class NonFiniteLossError(NwtrainError):
     """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""
 

@@ -93,3 +93,29 @@ def plot_weight_signs(
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_accuracy_histogram(
+    accs: Sequence[float], ideal: float, target: float, path: Path, title: str
+) -> Path:
+    """Accuracy of each simulated chip instance, with the ideal (mismatch-free) chip's accuracy, the 5th
+    percentile and the yield target marked."""
+    a = np.asarray(accs, dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    # Accuracies over one split are multiples of 1 / clips: one bar per value, no binning artefacts.
+    values, counts = np.unique(a, return_counts=True)
+    width = 0.8 * (np.diff(values).min() if len(values) > 1 else 0.01) * 100
+    ax.bar(values * 100, counts, width=width, color="#8aa9d6", edgecolor="black")
+    p5 = np.percentile(a, 5)
+    for value, style, label in (
+        (ideal, "-", f"ideal chip {ideal:.1%}"),
+        (p5, ":", f"5th percentile {p5:.1%}"),
+        (target, "--", f"target {target:.1%}: yield {(a >= target - 1e-9).mean():.0%}"),
+    ):
+        ax.axvline(value * 100, color="black", linestyle=style, label=label)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_ylabel("chip instances")
+    ax.set_title(f"{title}\nmean {a.mean():.1%}, std {a.std(ddof=1) if len(a) > 1 else 0.0:.1%}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

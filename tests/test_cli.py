@@ -203,7 +203,7 @@ def test_eval_on_another_data_config(cli_run, cache, mini_speech_commands, tmp_p
             f"paths.cache_dir={cache}",
             "data.progress=false",
             "split=all",
-            "chip_instances=3",
+            "mismatch.instances=3",
             f"hydra.run.dir={tmp_path / 'eval'}",
         ],
         tmp_path,
@@ -213,8 +213,10 @@ def test_eval_on_another_data_config(cli_run, cache, mini_speech_commands, tmp_p
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert set(report["splits"]) == {"train", "val", "test"}
     test = report["splits"]["test"]
-    assert test["samples"] == 6 and len(test["chip_accs"]) == 3  # mini tree: 3 takes x yes/no of speaker 2
-    assert test["acc"] == pytest.approx(sum(test["chip_accs"]) / 3)
+    assert test["samples"] == 6  # mini tree: 3 takes x yes/no of speaker 2
+    chips = test["mismatch"]
+    assert len(chips["accs"]) == 3 and chips["mean"] == pytest.approx(sum(chips["accs"]) / 3)
+    assert 0.0 <= chips["yield"] <= 1.0 and (tmp_path / "eval" / "mismatch_test.png").is_file()
 
 
 def _sweep_rows(sweep_dir: Path) -> list[dict]:

@@ -45,6 +45,14 @@ def compose_config(overrides, config_name: str = "train", return_hydra_config: b
         return compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
+def checkpoint_config(config_name: str, ckpt: Path, out: Path, cache: Path, *overrides: str):
+    """The composed ``eval`` or ``export`` config for checkpoint ``ckpt``, writing to ``out``."""
+    return compose_config(
+        [f"ckpt_path={ckpt}", f"paths.output_dir={out}", f"paths.cache_dir={cache}", *overrides],
+        config_name=config_name,
+    )
+
+
 def run_cli(args, cwd: Path, entry: str = "main", timeout: float = 300) -> subprocess.CompletedProcess:
     """``nwtrain`` (entry ``main``) or ``nwtrain-eval`` (``eval_main``) in a fresh interpreter."""
     return subprocess.run(

@@ -1,0 +1,705 @@
+"""Chip-ready export (``nwtrain-export``): integer weight codes a chip team can program, checked against the
+chip's constraints, written as an artefact that ``nwtrain.chipsim`` runs on its own, and verified by
+re-simulating the test split with it.
+
+The artefact folder holds ``export.json`` (chip model, layers, leaks, taus, codes' scale and offset, sign
+blocks, classes, feature settings, provenance), ``weights.npz`` (int32 codes, per-neuron leaks, block
+signs) and, for LIF networks, ``model.nir`` (Neuromorphic Intermediate Representation). Every file is
+written atomically and ``export.json`` last, with the sha256 of the others.
+
+The exporter walks a model generically: its synapses and spiking layers, in registration order, must form a
+chain ``synapse, layer, synapse, layer, ...`` (a deeper or wider network exports the same way), the first
+synapse may be diagonal (the front end), and the input is scaled by ``model.input_gain``.
+
+Constraints of a chip synapse's programmed weight (the quantised weight when the synapse has a quantiser):
+inside the chip range, on the chip's level grid (``2**bits`` levels over the range, ``nwtrain.quant.
+RangeQuantizer``), and for routed (dense) synapses sign-uniform in every block of 5 (``nwtrain.topology``).
+``deploy`` refuses weights that break them and lists each violation, or with ``project=True`` projects
+them: quantise to the grid (clamping the range), then move each block dissenter to the smallest level of
+its block's sign (the nearest sign-uniform weights), and reports what moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__, chip, chipsim
+from .checkpoint import atomic_write_bytes, atomic_write_json
+from .errors import ConfigError, ExportError
+from .layers import (
+    H1v1Layer,
+    H1v2Layer,
+    H1v2Synapse,
+    LIFLayer,
+    LIFSynapse,
+    _ChipLayer,
+    _H1v1Transfer,
+    _SpikingLayer,
+    _Synapse,
+    prepare_net,
+)
+from .models import _Diagonal, weight_limit
+from .quant import RangeQuantizer, decode
+from .topology import block_signs, block_view, violating_blocks
+
+log = logging.getLogger(__name__)
+
+NIR_FILE = "model.nir"
+VIOLATIONS_FILE = "violations.json"
+VERIFICATION_FILE = "verification.json"
+# Violations quoted in the error message; the file holds them all.
+SHOWN_VIOLATIONS = 20
+# A programmed weight within this fraction of the range counts as inside it (a float32 level may round
+# one ulp past the float64 limit).
+RANGE_TOLERANCE = 1e-6
+# A chip's leak must follow the documented Vleak = vt * dt / tau to this relative precision (float32).
+LEAK_RTOL = 1e-5
+
+CHIP_WEIGHT_BITS = {"h1v1": chip.H1V1_WEIGHT_BITS, "h1v2": chip.H1V2_WEIGHT_BITS}
+NEURON_MODELS = {"h1v1": H1v1Layer, "h1v2": H1v2Layer, "lif": LIFLayer}
+DECISION_RULE = "argmax over classes of the output spike counts over the clip; ties: the lowest index"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The network as a chain of (synapse, layer) stages
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stage:
+    synapse_name: str
+    synapse: _Synapse
+    layer_name: str
+    layer: _SpikingLayer
+
+    @property
+    def diagonal(self) -> bool:
+        """A per-channel gain (front end) rather than a routed dense matrix ``[inputs, outputs]``."""
+        return self.synapse.weight.dim() == 1 or isinstance(self.synapse, _Diagonal)
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.synapse.SIGN_BLOCKS) and not self.diagonal
+
+    @property
+    def n_outputs(self) -> int:
+        return self.synapse.weight.shape[-1]
+
+
+def network_stages(model: nn.Module) -> list[Stage]:
+    """The model's synapses and spiking layers, in registration order, as (synapse, layer) pairs; raises
+    ``ExportError`` when they do not form a feed-forward chain."""
+    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, (_Synapse, _SpikingLayer))]
+    kinds = ["synapse" if isinstance(m, _Synapse) else "layer" for _, m in mods]
+    if not mods or kinds != ["synapse", "layer"] * (len(mods) // 2):
+        raise ExportError(
+            f"{type(model).__name__}: its modules {[f'{n} ({k})' for (n, _), k in zip(mods, kinds)]} are not "
+            f"a chain synapse, layer, synapse, layer, ...: the artefact describes feed-forward chains only"
+        )
+    stages = [Stage(mods[i][0], mods[i][1], mods[i + 1][0], mods[i + 1][1]) for i in range(0, len(mods), 2)]
+    width = stages[0].n_outputs
+    for s in stages:
+        n_in = width if s.diagonal else s.synapse.weight.shape[0]
+        if n_in != width or s.n_outputs != s.layer.n_neurons or (s.diagonal and s.n_outputs != width):
+            raise ExportError(
+                f"{s.synapse_name}: weight {tuple(s.synapse.weight.shape)} does not connect {width} inputs "
+                f"to {s.layer_name}'s {s.layer.n_neurons} neurons"
+            )
+        if isinstance(s.synapse, LIFSynapse) and s.synapse.bias is not None:
+            raise ExportError(f"{s.synapse_name}: synapse biases have no place in the artefact")
+        width = s.layer.n_neurons
+    return stages
+
+
+def network_chip(stages: list[Stage]) -> str:
+    """``h1v1``, ``h1v2`` or ``lif``: the one neuron model of every layer, with matching synapses."""
+    names = {layer: name for name, layer in NEURON_MODELS.items()}
+    synapse_ok = {
+        "h1v1": lambda s: isinstance(s, _H1v1Transfer),
+        "h1v2": lambda s: isinstance(s, H1v2Synapse),
+        "lif": lambda s: isinstance(s, LIFSynapse),
+    }
+    chips = {names.get(type(s.layer)) for s in stages}
+    if len(chips) != 1 or None in chips:
+        kinds = [type(s.layer).__name__ for s in stages]
+        raise ExportError(f"layers {kinds}: the artefact needs one neuron model in every layer")
+    (name,) = chips
+    for s in stages:
+        if not synapse_ok[name](s.synapse):
+            raise ExportError(f"{s.synapse_name}: a {type(s.synapse).__name__} in a {name} network")
+    return name
+
+
+def chip_grid(chip_name: str, stages: list[Stage], bits: int | None = None) -> RangeQuantizer:
+    """The level grid the weights are programmed on: ``bits`` (None: the chip's weight memory; the LIF
+    baseline, which has none, takes its quantiser's) over the chip's range."""
+    limit = weight_limit(chip_name)
+    if bits is None:
+        bits = CHIP_WEIGHT_BITS.get(chip_name)
+    if bits is None:
+        trained = {(q.bits, q.limit) for s in stages if isinstance(q := s.synapse.quantizer, RangeQuantizer)}
+        unquantised = any(s.synapse.quantizer is None for s in stages)
+        if len(trained) != 1 or next(iter(trained))[1] != limit or unquantised:
+            raise ExportError(
+                f"bits: the {chip_name} baseline has no weight memory and this model was not trained on one "
+                f"grid over [-{limit}, {limit}]; set bits=<n> to export it on 2**n levels"
+            )
+        bits = next(iter(trained))[0]
+    return RangeQuantizer(bits, limit)
+
+
+@torch.no_grad()
+def programmed_weights(stages: list[Stage]) -> dict[str, torch.Tensor]:
+    """Each synapse's weight as the chip would hold it (the quantised value where it has a quantiser)."""
+    out = {}
+    for s in stages:
+        w, q = s.synapse.weight.detach(), s.synapse.quantizer
+        out[s.synapse_name] = (w if q is None else q(w)).float().cpu()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Constraints: violations and projection
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Violation:
+    kind: str  # "range", "grid" or "sign_block"
+    synapse: str
+    index: tuple[int, ...]  # the weight's index; (input row, block) for a sign block
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.synapse}[{', '.join(map(str, self.index))}] {self.kind}: {self.message}"
+
+
+def find_violations(
+    weights: dict[str, torch.Tensor], grid: RangeQuantizer, signed: set[str]
+) -> list[Violation]:
+    """Every weight outside the range, every weight inside it but off the grid, and every block of a
+    ``signed`` synapse that mixes strictly positive and negative weights."""
+    found = []
+    levels = grid.n_levels
+    for name, w in weights.items():
+        outside = w.abs() > grid.limit * (1 + RANGE_TOLERANCE)
+        snapped = grid.export(w).dequantize()
+        for ix in outside.nonzero().tolist():
+            found.append(Violation("range", name, tuple(ix), f"{w[tuple(ix)].item():.6g} is outside "
+                                   f"[-{grid.limit}, {grid.limit}]"))  # fmt: skip
+        for ix in ((snapped != w) & ~outside).nonzero().tolist():
+            found.append(Violation("grid", name, tuple(ix), f"{w[tuple(ix)].item():.6g} is not one of the "
+                                   f"{levels} levels (nearest {snapped[tuple(ix)].item():.6g}, step "
+                                   f"{grid.step:.6g})"))  # fmt: skip
+        if name in signed:
+            padded, mask = block_view(w)
+            for row, block in violating_blocks(w):
+                values = padded[row, block][mask[row, block]].tolist()
+                first = block * chip.SIGN_BLOCK_SIZE
+                found.append(Violation("sign_block", name, (row, block), f"input {row}, outputs "
+                                       f"{first}..{first + len(values) - 1} mix signs: "
+                                       f"{[round(v, 4) for v in values]}"))  # fmt: skip
+    return found
+
+
+def project(
+    weights: dict[str, torch.Tensor], grid: RangeQuantizer, signed: set[str]
+) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    """Codes of the nearest programmable weights and, per synapse, what changed: quantise to the grid
+    (clamping the range), then move every dissenter of a mixed block to the smallest level of its block's
+    sign (``+-step/2``: zero is not a level). That is the nearest sign-uniform point; the block keeps the
+    sign of its sum, the side with more magnitude, so the least weight moves."""
+    codes, changes = {}, {}
+    half = grid.n_levels // 2  # code of the smallest positive level; half - 1 is the smallest negative
+    for name, w in weights.items():
+        c = grid.export(w).codes
+        mixed = 0
+        flips = torch.zeros_like(c, dtype=torch.bool)
+        if name in signed:
+            q = decode(c, grid.step, -grid.limit, torch.float32)
+            mixed = len(violating_blocks(q))
+            sign = block_signs(q)
+            flips = torch.sign(q) != sign
+            c = torch.where(flips, torch.where(sign > 0, half, half - 1).to(c.dtype), c)
+        new = decode(c, grid.step, -grid.limit, torch.float32)
+        delta = (new - w).abs()
+        codes[name] = c
+        changes[name] = {
+            "weights": w.numel(),
+            "moved": int((new != w).sum()),
+            "clamped": int((w.abs() > grid.limit * (1 + RANGE_TOLERANCE)).sum()),
+            "max_change": float(delta.max()),
+            "mean_abs_change": float(delta.mean()),
+            "sign_blocks_fixed": mixed,
+            "sign_flips": int(flips.sum()),
+        }
+    return codes, changes
+
+
+@dataclass
+class Deployment:
+    """A model made chip-ready by ``deploy``: its stages, grid, integer codes and what projection did."""
+
+    chip: str
+    grid: RangeQuantizer
+    stages: list[Stage]
+    codes: dict[str, torch.Tensor]
+    violations: list[Violation]
+    projection: dict[str, dict] | None = None
+
+
+class ExportRefused(ExportError):
+    def __init__(self, message: str, violations: list[Violation]):
+        super().__init__(message)
+        self.violations = violations
+
+
+def refusal_message(violations: list[Violation], where: str) -> str:
+    counts = {k: sum(v.kind == k for v in violations) for k in ("range", "grid", "sign_block")}
+    shown = "\n".join(f"  {v}" for v in violations[:SHOWN_VIOLATIONS])
+    hidden = len(violations) - SHOWN_VIOLATIONS
+    more = f"\n  ... and {hidden} more" if hidden > 0 else ""
+    return (
+        f"export refused: the programmed weights break the chip's constraints ({counts['range']} outside the "
+        f"range, {counts['grid']} off the level grid, {counts['sign_block']} mixed sign blocks):\n"
+        f"{shown}{more}\nEvery violation is listed in {where}. project=true projects the weights onto the "
+        f"chip (quantise to the grid, clamp the range, move each block dissenter to the smallest level of "
+        f"its block's sign) and reports what changed."
+    )
+
+
+@torch.no_grad()
+def deploy(model: nn.Module, bits: int | None = None, project_weights: bool = False) -> Deployment:
+    """Check ``model``'s programmed weights against its chip and program it with the integer codes.
+
+    Violations raise ``ExportRefused`` (listing them) unless ``project_weights``, which projects them.
+    On return every synapse of ``model`` holds exactly ``codes * scale + offset`` with no quantiser left, so
+    it computes what the artefact describes (mismatch, if the model has any, still applies on top)."""
+    stages = network_stages(model)
+    name = network_chip(stages)
+    grid = chip_grid(name, stages, bits)
+    weights = programmed_weights(stages)
+    signed = {s.synapse_name for s in stages if s.signed}
+    violations = find_violations(weights, grid, signed)
+    if violations and not project_weights:
+        raise ExportRefused(refusal_message(violations, "the violations list"), violations)
+    codes, changes = project(weights, grid, signed)
+    for s in stages:
+        s.synapse.quantizer = None
+        s.synapse.weight.copy_(decode(codes[s.synapse_name], grid.step, -grid.limit, torch.float32))
+    return Deployment(name, grid, stages, codes, violations, changes if project_weights else None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The artefact
+# ---------------------------------------------------------------------------------------------------------
+# Constants of each chip beyond those its layer class carries (threshold, capacitance, leak profiles).
+CHIP_CONSTANTS = {
+    "h1v1": {
+        "pulse_width_s": chip.H1V1_PULSE_WIDTH_S,
+        "syn_bias_current_a": chip.H1V1_SYN_BIAS_CURRENT_A,
+        "syn_linear_range_v": chip.H1V1_SYN_LINEAR_RANGE_V,
+        "syn_offset_stddev_v": chip.H1V1_SYN_OFFSET_STDDEV_V,
+        "frontend_channels": chip.H1V1_FRONTEND_CHANNELS,
+    },
+    "h1v2": {"syn_gain_v": chip.H1V2_SYN_GAIN_V},
+}
+
+
+def chip_description(name: str, grid: RangeQuantizer) -> dict:
+    """The chip model the artefact is built on: every constant the simulator or a chip team needs."""
+    out = {
+        "name": name,
+        "weight_limit": grid.limit,
+        "weight_bits": grid.bits,
+        "weight_levels": grid.n_levels,
+        "weight_step": grid.step,
+    }
+    layer = NEURON_MODELS[name]
+    if issubclass(layer, _ChipLayer):
+        out.update(
+            sign_block_size=chip.SIGN_BLOCK_SIZE,
+            v_threshold_v=layer.V_THRESHOLD_V,
+            c_mem_f=layer.C_MEM_F,
+            tau_profiles_s=list(layer.TAU_PROFILES_S),
+            leak_lognormal_sigma=layer.LEAK_LOGNORMAL_SIGMA,
+            reset=layer.RESET,
+            **CHIP_CONSTANTS[name],
+        )
+    return out
+
+
+def _transfer(syn: _Synapse) -> dict:
+    if isinstance(syn, _H1v1Transfer):
+        return {
+            "kind": "h1v1_tanh",
+            "bias_current": syn.I_B_NA,
+            "unit": "nA",
+            "linear_range_v": chip.H1V1_SYN_LINEAR_RANGE_V,
+            "lif_threshold": syn.lif_threshold,
+        }
+    if isinstance(syn, H1v2Synapse):
+        return {
+            "kind": "linear",
+            "gain": chip.H1V2_SYN_GAIN_V,
+            "unit": "V",
+            "lif_threshold": syn.lif_threshold,
+        }
+    return {"kind": "identity"}
+
+
+def _layer(s: Stage, requested_tau_s, arrays: dict) -> dict:
+    layer = s.layer
+    out = {"name": s.layer_name, "n_neurons": layer.n_neurons, "dt_s": layer.dt}
+    if isinstance(layer, _ChipLayer):
+        taus = layer.taus.double().cpu()
+        profiles = torch.tensor(layer.TAU_PROFILES_S, dtype=torch.float64)
+        ids = (taus[:, None].log() - profiles.log()).abs().argmin(dim=1)
+        vleak = layer.Vleak.detach().float().cpu()
+        documented = layer.V_THRESHOLD_V * layer.dt / taus
+        if not torch.allclose(vleak.double(), documented, rtol=LEAK_RTOL, atol=0):
+            raise ExportError(f"{s.layer_name}: its leak {vleak.tolist()} V/step is not vt * dt / tau")
+        arrays[f"{s.layer_name}.vleak_v"] = vleak.numpy()
+        out["neuron"] = {
+            "model": "linear_leak",
+            "reset": layer.RESET,
+            "vt_v": float(layer._vt),
+            "volts_per_input_unit": getattr(layer, "VOLTS_PER_NA", 1.0),
+            "tau_requested_s": requested_tau_s,
+            "tau_effective_s": sorted(set(taus.tolist())),
+            "tau_profile_ids": sorted(set(ids.tolist())),
+            "ileak_a": sorted(set(layer._Ileak.double().cpu().tolist())),
+            "vleak_per_step_v": sorted(set(vleak.double().tolist())),
+            "vleak_v": f"{s.layer_name}.vleak_v",
+        }
+        arrays[f"{s.layer_name}.tau_profile_id"] = ids.to(torch.int8).numpy()
+    else:
+        arrays[f"{s.layer_name}.decay"] = layer._d_taus.detach().float().cpu().numpy()
+        arrays[f"{s.layer_name}.threshold"] = layer.thresholds.detach().float().cpu().numpy()
+        out["neuron"] = {
+            "model": "lif",
+            "reset": layer.reset_mechanism,
+            "tau_requested_s": requested_tau_s,
+            "taus_s": sorted(set(layer.taus.double().cpu().tolist())),
+            "decay": f"{s.layer_name}.decay",
+            "threshold": f"{s.layer_name}.threshold",
+        }
+    return out
+
+
+def _synapse(s: Stage, dep: Deployment, arrays: dict) -> dict:
+    codes = dep.codes[s.synapse_name].to(torch.int32)
+    arrays[f"{s.synapse_name}.codes"] = codes.numpy()
+    out = {
+        "name": s.synapse_name,
+        "kind": "diagonal" if s.diagonal else "dense",
+        "shape": list(codes.shape),
+        "codes": f"{s.synapse_name}.codes",
+        "scale": dep.grid.step,
+        "offset": -dep.grid.limit,
+        "bits": dep.grid.bits,
+        "transfer": _transfer(s.synapse),
+        "sign_blocks": None,
+    }
+    if s.signed:
+        padded, _ = block_view(s.synapse.weight.detach().cpu())
+        signs = torch.where(padded.sum(-1) >= 0, 1, -1).to(torch.int8)
+        arrays[f"{s.synapse_name}.block_signs"] = signs.numpy()
+        out["sign_blocks"] = {
+            "size": chip.SIGN_BLOCK_SIZE,
+            "signs": f"{s.synapse_name}.block_signs",
+            "blocks": signs.numel(),
+            "positive": int((signs > 0).sum()),
+            "negative": int((signs < 0).sum()),
+            "mixed": len(violating_blocks(s.synapse.weight.detach().cpu())),
+        }
+    return out
+
+
+def _check_nominal(model: nn.Module) -> None:
+    mismatch = [
+        n for n, m in model.named_modules() if getattr(m, "stddev", 0) or getattr(m, "ileak_mismatch", False)
+    ]
+    if mismatch:
+        raise ExportError(f"{mismatch} simulate mismatch: export a nominal chip (build the model without it)")
+
+
+def build_artefact(
+    model: nn.Module,
+    dep: Deployment,
+    *,
+    classes: list[str],
+    features: dict,
+    requested_taus_s: list | None = None,
+    provenance: dict | None = None,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(export.json contents, weights.npz arrays)`` of a deployed nominal model."""
+    _check_nominal(model)
+    prepare_net(model, generator=torch.Generator())  # sets each layer's nominal leak
+    # Requested taus are a config matter; they are recorded as given (one value or one per neuron) when the
+    # config has an entry per layer.
+    taus = requested_taus_s if requested_taus_s and len(requested_taus_s) == len(dep.stages) else None
+    arrays: dict[str, np.ndarray] = {}
+    stages = [
+        {"synapse": _synapse(s, dep, arrays), "layer": _layer(s, taus and taus[i], arrays)}
+        for i, s in enumerate(dep.stages)
+    ]
+    meta = {
+        "format": chipsim.FORMAT,
+        "version": chipsim.VERSION,
+        "chip": chip_description(dep.chip, dep.grid),
+        "dt_s": dep.stages[0].layer.dt,
+        "input_gain": float(getattr(model, "input_gain", 1.0)),
+        "classes": list(classes),
+        "decision": DECISION_RULE,
+        "features": {**features, "n_channels": dep.stages[0].n_outputs},
+        "stages": stages,
+        "constraints": {
+            "checked": ["range", "grid", "sign_block"],
+            "violations_found": len(dep.violations),
+            "projected": dep.projection is not None,
+        },
+        "projection": dep.projection,
+        "provenance": {
+            **(provenance or {}),
+            "nwtrain_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    return meta, arrays
+
+
+def to_nir(dep: Deployment, input_gain: float):
+    """A NIR graph of a deployed LIF network: Input -> Scale (input gain) -> Scale (front end) -> LIF ->
+    Linear -> LIF ... -> Output. NIR's LIF ``tau dv/dt = (v_leak - v) + R I`` is discretised by forward
+    Euler at ``dt`` (graph metadata), so ``tau = dt / (1 - decay)`` and ``R = tau / dt`` give this model's
+    ``v <- decay * v + I``; what NIR cannot say (reset by subtraction, firing at ``v >= threshold``) is in
+    the metadata and docs/deploy.md."""
+    import nir
+
+    if dep.chip != "lif":
+        raise ExportError(f"NIR export covers LIF networks; {dep.chip} has no NIR neuron (docs/deploy.md)")
+    n_in = dep.stages[0].n_outputs
+    dt = dep.stages[0].layer.dt
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([n_in])}),
+        "input_gain": nir.Scale(scale=np.full(n_in, input_gain, dtype=np.float32)),
+    }
+    for s in dep.stages:
+        w = s.synapse.weight.detach().float().cpu().numpy()
+        # NIR weights are [outputs, inputs], nwtrain's [inputs, outputs].
+        synapse = nir.Scale(scale=w.reshape(-1)) if s.diagonal else nir.Linear(weight=w.T.copy())
+        nodes[s.synapse_name] = synapse
+        decay = s.layer._d_taus.detach().double().cpu().numpy()
+        if not np.all((decay > 0) & (decay < 1)):
+            raise ExportError(f"{s.layer_name}: decay {decay.tolist()} has no NIR time constant")
+        tau = dt / (1.0 - decay)
+        nodes[s.layer_name] = nir.LIF(
+            tau=tau.astype(np.float32),
+            r=(tau / dt).astype(np.float32),
+            v_leak=np.zeros(s.layer.n_neurons, np.float32),
+            v_threshold=s.layer.thresholds.detach().float().cpu().numpy(),
+            v_reset=np.zeros(s.layer.n_neurons, np.float32),
+        )
+    nodes["output"] = nir.Output(output_type={"output": np.array([dep.stages[-1].layer.n_neurons])})
+    names = list(nodes)
+    metadata = {
+        "source": f"nwtrain {__version__}",
+        "dt": dt,
+        "discretisation": "forward Euler at dt: v <- v + dt / tau * (v_leak - v + r * I)",
+        "reset": dep.stages[0].layer.reset_mechanism,
+        "spike_condition": "v >= v_threshold",
+    }
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(names, names[1:])), metadata=metadata)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_artefact(folder: Path, meta: dict, arrays: dict[str, np.ndarray], nir_graph=None) -> dict:
+    """weights.npz (and model.nir), then export.json with their sha256; returns export.json's contents."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    files = {chipsim.WEIGHTS_NPZ: buf.getvalue()}
+    if nir_graph is not None:
+        import nir
+
+        buf = io.BytesIO()
+        nir.write(buf, nir_graph)
+        files[NIR_FILE] = buf.getvalue()
+    for name, data in files.items():
+        atomic_write_bytes(folder / name, data)
+    meta = {**meta, "files": {name: {"sha256": _sha256(d), "bytes": len(d)} for name, d in files.items()}}
+    atomic_write_json(folder / chipsim.EXPORT_JSON, meta)
+    return meta
+
+
+def export_model(
+    model: nn.Module,
+    folder: str | Path,
+    *,
+    classes: list[str],
+    features: dict,
+    bits: int | None = None,
+    project_weights: bool = False,
+    requested_taus_s: list | None = None,
+    provenance: dict | None = None,
+) -> tuple[dict, Deployment]:
+    """Deploy ``model`` (nominal, no mismatch) and write its artefact into ``folder``. A refusal writes
+    every violation to ``violations.json`` there and raises ``ExportRefused``."""
+    folder = Path(folder)
+    try:
+        dep = deploy(model, bits, project_weights)
+    except ExportRefused as e:
+        path = atomic_write_json(folder / VIOLATIONS_FILE, [asdict(v) for v in e.violations])
+        raise ExportRefused(refusal_message(e.violations, str(path)), e.violations) from None
+    meta, arrays = build_artefact(
+        model, dep, classes=classes, features=features, requested_taus_s=requested_taus_s,
+        provenance=provenance,
+    )  # fmt: skip
+    graph = to_nir(dep, meta["input_gain"]) if dep.chip == "lif" else None
+    return write_artefact(folder, meta, arrays, graph), dep
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Verification: the artefact's simulator against the model
+# ---------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def verify(folder: str | Path, model: nn.Module, loader, limit: int | None = None) -> dict:
+    """Run ``chipsim`` on the artefact in ``folder`` and ``model`` (the deployed model, CPU, no mismatch)
+    on every clip of ``loader``; compare predicted classes and the spike count of every neuron."""
+    art = chipsim.load_artefact(folder)
+    stages = network_stages(model)
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [
+        s.layer.register_forward_hook(lambda m, i, o, name=s.layer_name: captured.__setitem__(name, o[0]))
+        for s in stages
+    ]
+    model.eval()
+    labels, model_pred, sim_pred = [], [], []
+    counts = {s.layer_name: {"model": 0, "sim": 0, "clips_differing": 0, "max_abs_diff": 0} for s in stages}
+    identical = True
+    try:
+        for i, batch in enumerate(loader):
+            if limit is not None and i >= limit:
+                break
+            x, y = batch[0], batch[1]
+            model(x.cpu(), torch.Generator())
+            sim = chipsim.simulate(art, x.cpu().numpy())
+            for name, c in counts.items():
+                m, s_ = captured[name].numpy(), sim[name]
+                identical &= bool(np.array_equal(m, s_))
+                mc, sc = m.sum(axis=1), s_.sum(axis=1)
+                c["model"] += int(mc.sum())
+                c["sim"] += int(sc.sum())
+                c["clips_differing"] += int((mc != sc).any(axis=1).sum())
+                c["max_abs_diff"] = max(c["max_abs_diff"], int(np.abs(mc - sc).max(initial=0)))
+            out = stages[-1].layer_name
+            labels.append(y.numpy())
+            model_pred.append(captured[out].numpy().sum(axis=1).argmax(axis=1))
+            sim_pred.append(sim[out].sum(axis=1).argmax(axis=1))
+    finally:
+        for h in hooks:
+            h.remove()
+    if not labels:
+        raise ExportError("verification: the split has no clips")
+    labels, model_pred, sim_pred = (np.concatenate(a) for a in (labels, model_pred, sim_pred))
+    return {
+        "clips": len(labels),
+        "class_agreement": float((model_pred == sim_pred).mean()),
+        "disagreeing_clips": np.nonzero(model_pred != sim_pred)[0].tolist(),
+        "model_acc": float((model_pred == labels).mean()),
+        "sim_acc": float((sim_pred == labels).mean()),
+        "identical_spike_trains": identical,
+        "spike_counts": counts,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The runner behind `nwtrain-export`
+# ---------------------------------------------------------------------------------------------------------
+def export_checkpoint(cfg) -> dict:
+    """Export ``cfg.ckpt_path`` into ``paths.output_dir`` and verify the artefact on ``cfg.verify_split``;
+    returns the verification (also in verification.json), or an empty dict without one."""
+    # Imported here: the library part of this module stays free of the runner's Hydra-side modules.
+    from omegaconf import OmegaConf
+
+    from .data.filterbank import ChipFilterbank
+    from .evaluate import SPLITS, load_model, load_run
+    from .train import evaluate
+    from .validation import check_output_dir
+
+    bits = cfg.bits
+    if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16):
+        raise ConfigError("bits", f"must be an integer in 1..16 or null, got {bits!r}")
+    if cfg.verify_split not in (None, *SPLITS):
+        raise ConfigError("verify_split", f"{cfg.verify_split!r} is not one of {', '.join(SPLITS)} or null")
+    out_dir = check_output_dir(cfg.paths.output_dir)
+    run = load_run(cfg, device=torch.device("cpu"))
+    model = load_model(run, stddev=0.0, ileak_mismatch=False)
+    loader = run.data.loaders[cfg.verify_split] if cfg.verify_split else None
+    if loader is not None and len(loader.dataset) == 0:
+        raise ConfigError("verify_split", f"the {cfg.verify_split} split of the data is empty; pick another")
+    # What projection costs: the model's own accuracy on the split before it is programmed.
+    before = (
+        evaluate(model, loader, device="cpu", seed=0, limit=cfg.trainer.limit_eval_batches)["acc"]
+        if cfg.project and loader is not None
+        else None
+    )
+    data_cfg = run.config.data
+    taus = run.config.model.get("taus")
+    fb = ChipFilterbank(int(data_cfg.sample_rate), float(data_cfg.sim_time_s))
+    meta, dep = export_model(
+        model,
+        out_dir,
+        classes=run.data.classes,
+        features={**fb.cache_fields(), "recording_duration_s": float(data_cfg.recording_duration_s)},
+        bits=bits,
+        project_weights=cfg.project,
+        requested_taus_s=None if taus is None else OmegaConf.to_container(taus),
+        provenance={
+            "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+            "ckpt_sha256": _sha256(Path(cfg.ckpt_path).read_bytes()),
+            "ckpt_epoch": run.ckpt["epoch"],
+            "experiment": run.config.get("experiment_name"),
+        },
+    )
+    if dep.projection:
+        total = {k: sum(c[k] for c in dep.projection.values()) for k in ("moved", "clamped", "sign_flips")}
+        log.info(
+            "projected onto %d levels: %d weights moved (%d clamped, max change %.4g); %d weights given "
+            "their block's sign in %d mixed blocks",
+            dep.grid.n_levels,
+            total["moved"],
+            total["clamped"],
+            max(c["max_change"] for c in dep.projection.values()),
+            total["sign_flips"],
+            sum(c["sign_blocks_fixed"] for c in dep.projection.values()),
+        )
+    log.info("artefact written to %s (%s)", out_dir, ", ".join([chipsim.EXPORT_JSON, *meta["files"]]))
+    if loader is None:
+        return {}
+    result = {"split": cfg.verify_split, **verify(out_dir, model, loader, cfg.trainer.limit_eval_batches)}
+    if before is not None:
+        result["model_acc_before_projection"] = before
+    atomic_write_json(out_dir / VERIFICATION_FILE, result)
+    log.info(
+        "verification on %s (%d clips): simulator and model agree on %.1f%% of the clips; accuracy model "
+        "%.1f%%, simulator %.1f%%%s; spike trains %s",
+        cfg.verify_split,
+        result["clips"],
+        100 * result["class_agreement"],
+        100 * result["model_acc"],
+        100 * result["sim_acc"],
+        "" if before is None else f" (before projection {100 * before:.1f}%)",
+        "identical" if result["identical_spike_trains"] else "differ",
+    )
+    if result["class_agreement"] < 1.0:
+        log.warning("the simulator disagrees with the model on clips %s", result["disagreeing_clips"])
+    return result
