@@ -15,7 +15,8 @@ check of the artefact and of both implementations, not of one against itself.
       linear_leak: v = max(0, max(0, v - Vleak) + I[t] * volts_per_unit); s = v >= vt; reset; v = max(v, 0)
       lif:         v = decay * v + I[t]; s = v >= threshold; reset
       x    = s
-    class  = argmax over classes of the output spike counts (ties: lowest index)
+    class  = argmax over classes of the output spike counts (ties: lowest index); with a population of
+             P output neurons per class (``population``), class c counts neurons c*P .. c*P + P - 1
 
 Arithmetic is float32 in the training model's order of operations, so a spike decided at the threshold
 is decided the same way; two places differ by design and are exact for the chip grids: the transfer's
@@ -172,9 +173,21 @@ def simulate(art: Artefact, features: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def class_counts(spikes: np.ndarray, population: int = 1) -> np.ndarray:
+    """Spike counts per class ``[B, n_classes]`` of output spikes ``[B, T, n_classes * population]``."""
+    counts = spikes.sum(axis=1)
+    return counts.reshape(counts.shape[0], -1, population).sum(axis=2)
+
+
 def predict(art: Artefact, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(class indices [B], output spike counts [B, n_classes])``."""
-    counts = simulate(art, features)[art.meta["stages"][-1]["layer"]["name"]].sum(axis=1)
+    """``(class indices [B], output spike counts per class [B, n_classes])``."""
+    out = simulate(art, features)[art.meta["stages"][-1]["layer"]["name"]]
+    population = int(art.meta.get("population", 1))
+    if out.shape[-1] != len(art.classes) * population:
+        raise ArtefactError(
+            f"the output layer has {out.shape[-1]} neurons, not {len(art.classes)} classes x {population}"
+        )
+    counts = class_counts(out, population)
     return counts.argmax(axis=1), counts
 
 

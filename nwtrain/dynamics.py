@@ -43,7 +43,18 @@ def lif_step(mem, current, decay, threshold, reset: str, spike_fn: SpikeFn):
     return spk, apply_reset(mem, spk, threshold, reset)
 
 
-def linear_leak_step(mem, dv, vleak, vt, reset: str, spike_fn: SpikeFn):
+def clamp_at_zero(x: torch.Tensor, clamp_grad: float = 0.0) -> torch.Tensor:
+    """``max(0, x)`` whose derivative is 1 where ``x > 0`` and ``clamp_grad`` elsewhere (0: the exact one).
+
+    A clamped membrane passes no gradient at all, so a silent or inhibited chip neuron could never learn
+    to fire; a small ``clamp_grad`` is a surrogate for the clamp, as the spike has one for the step.
+    """
+    if clamp_grad == 0.0:
+        return torch.relu(x)
+    return torch.where(x > 0, x, clamp_grad * (x - x.detach()))
+
+
+def linear_leak_step(mem, dv, vleak, vt, reset: str, spike_fn: SpikeFn, clamp_grad: float = 0.0):
     """Analog neuron of the H1 chips: constant leak, membrane clamped at 0 (tutorial 1, section 4a):
 
         v[t+1] = max(0, max(0, v[t] - Vleak) + dV[t])
@@ -53,10 +64,12 @@ def linear_leak_step(mem, dv, vleak, vt, reset: str, spike_fn: SpikeFn):
     The leak drains the charge already on the capacitor during the step and the synaptic charge packet
     ``dV`` lands at its end, so a lone input shows its full height (tutorial 2: peak membrane 0.1973 for
     0.01 V/nA * 19.7304 nA). H1v1 resets to zero, H1v2 subtracts the threshold (both clamp at 0).
+    ``clamp_grad`` is the backward slope of every ``max(0, .)`` where it clamps (``clamp_at_zero``); the
+    forward values do not depend on it.
     """
-    mem = torch.relu(torch.relu(mem - vleak) + dv)
+    mem = clamp_at_zero(clamp_at_zero(mem - vleak, clamp_grad) + dv, clamp_grad)
     spk = spike_fn(mem - vt)
-    return spk, torch.relu(apply_reset(mem, spk, vt, reset))
+    return spk, clamp_at_zero(apply_reset(mem, spk, vt, reset), clamp_grad)
 
 
 def run_sequence(step, mem: torch.Tensor, inputs: torch.Tensor, *args):

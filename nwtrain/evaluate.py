@@ -152,6 +152,10 @@ class ChipInstance(nn.Module):
         return self.model.n_classes
 
     @property
+    def layer_names(self) -> tuple[str, ...]:
+        return self.model.layer_names
+
+    @property
     def traces(self) -> dict[str, torch.Tensor]:
         return self.model.traces
 

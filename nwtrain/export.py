@@ -66,7 +66,10 @@ LEAK_RTOL = 1e-5
 
 CHIP_WEIGHT_BITS = {"h1v1": chip.H1V1_WEIGHT_BITS, "h1v2": chip.H1V2_WEIGHT_BITS}
 NEURON_MODELS = {"h1v1": H1v1Layer, "h1v2": H1v2Layer, "lif": LIFLayer}
-DECISION_RULE = "argmax over classes of the output spike counts over the clip; ties: the lowest index"
+DECISION_RULE = (
+    "argmax over classes of the output spike counts over the clip, a class's count summed over its "
+    "population (output neurons c*P .. c*P+P-1); ties: the lowest index"
+)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -457,6 +460,7 @@ def build_artefact(
         "input_gain": float(getattr(model, "input_gain", 1.0)),
         "classes": list(classes),
         "decision": DECISION_RULE,
+        "population": int(getattr(model, "out_population", 1)),
         "features": {**features, "n_channels": dep.stages[0].n_outputs},
         "stages": stages,
         "constraints": {
@@ -600,10 +604,10 @@ def verify(folder: str | Path, model: nn.Module, loader, limit: int | None = Non
                 c["sim"] += int(sc.sum())
                 c["clips_differing"] += int((mc != sc).any(axis=1).sum())
                 c["max_abs_diff"] = max(c["max_abs_diff"], int(np.abs(mc - sc).max(initial=0)))
-            out = stages[-1].layer_name
+            out, population = stages[-1].layer_name, int(art.meta.get("population", 1))
             labels.append(y.numpy())
-            model_pred.append(captured[out].numpy().sum(axis=1).argmax(axis=1))
-            sim_pred.append(sim[out].sum(axis=1).argmax(axis=1))
+            model_pred.append(chipsim.class_counts(captured[out].numpy(), population).argmax(axis=1))
+            sim_pred.append(chipsim.class_counts(sim[out], population).argmax(axis=1))
     finally:
         for h in hooks:
             h.remove()
@@ -630,7 +634,6 @@ def export_checkpoint(cfg) -> dict:
     # Imported here: the library part of this module stays free of the runner's Hydra-side modules.
     from omegaconf import OmegaConf
 
-    from .data.filterbank import ChipFilterbank
     from .evaluate import SPLITS, load_model, load_run
     from .train import evaluate
     from .validation import check_output_dir
@@ -654,12 +657,11 @@ def export_checkpoint(cfg) -> dict:
     )
     data_cfg = run.config.data
     taus = run.config.model.get("taus")
-    fb = ChipFilterbank(int(data_cfg.sample_rate), float(data_cfg.sim_time_s))
     meta, dep = export_model(
         model,
         out_dir,
         classes=run.data.classes,
-        features={**fb.cache_fields(), "recording_duration_s": float(data_cfg.recording_duration_s)},
+        features={**run.data.features, "recording_duration_s": float(data_cfg.recording_duration_s)},
         bits=bits,
         project_weights=cfg.project,
         requested_taus_s=None if taus is None else OmegaConf.to_container(taus),

@@ -192,6 +192,9 @@ class _ChipLayer(_SpikingLayer):
 
     Buffers: ``_vt`` (V), ``taus`` (effective drain times, s), ``_Ileak`` (nominal leak currents, A);
     ``Vleak`` (V per step) is state: the nominal leak times this batch's mismatch factors.
+
+    ``clamp_grad`` is a training option, not physics: the backward slope of the membrane's clamp at 0
+    where it clamps (``dynamics.clamp_at_zero``; 0, the default, is the exact derivative).
     """
 
     V_THRESHOLD_V: float
@@ -208,8 +211,12 @@ class _ChipLayer(_SpikingLayer):
         ileak_mismatch: bool = False,
         spike_grad: Surrogate | None = None,
         device=None,
+        clamp_grad: float = 0.0,
     ):
         super().__init__(n_neurons, dt, spike_grad, device)
+        if not 0.0 <= clamp_grad <= 1.0:
+            raise ValueError(f"clamp_grad must lie in [0, 1], got {clamp_grad}")
+        self.clamp_grad = float(clamp_grad)
         self.ileak_mismatch = bool(ileak_mismatch)
         taus_eff = snap_tau(_per_neuron(taus, self.n_neurons, "taus"), self.TAU_PROFILES_S)
         self.register_buffer("_vt", torch.tensor(self.V_THRESHOLD_V, device=self.device_))
@@ -231,13 +238,15 @@ class _ChipLayer(_SpikingLayer):
         self.Vleak = vleak
 
     def _step_fn(self, mem, dv, vleak, vt):
-        return linear_leak_step(mem, dv, vleak, vt, self.RESET, self.spike_grad)
+        return linear_leak_step(mem, dv, vleak, vt, self.RESET, self.spike_grad, self.clamp_grad)
 
     def _step_args(self):
         return self.Vleak, self._vt
 
     def _fused(self, mem, dv, scale=1.0):
-        return kernels.linear_leak_sequence(dv, mem, self.Vleak, self._vt, self.RESET, self.spike_grad, scale)
+        return kernels.linear_leak_sequence(
+            dv, mem, self.Vleak, self._vt, self.RESET, self.spike_grad, scale, self.clamp_grad
+        )
 
 
 class H1v1Layer(_ChipLayer):

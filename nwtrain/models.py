@@ -2,6 +2,11 @@
 
     input [B, T, C] -> frontend -> frontend_layer -> syn_hidden -> hidden -> syn_out -> out -> spikes
 
+Deeper and wider variants keep the chain: ``hidden_size=[256, 128]`` inserts ``syn_hidden2 -> hidden2``
+after ``hidden``, a layer's tau may be a list (heterogeneous time constants, one per neuron, cycled), and
+``out_population=P`` gives each class P output neurons whose spike counts are summed (the decision is the
+class with the most spikes, as before).
+
 The topology, time constants, surrogate and the split of the mismatch (dense synapses and the hidden and
 output leaks; none in the front end) are the tutorial's. Each layer runs the whole sequence in one call,
 which gives the tutorial's per-step loop bit for bit at a fraction of its Python overhead.
@@ -33,7 +38,6 @@ from .quant import RangeQuantizer
 from .surrogate import Surrogate, fast_sigmoid
 
 CHIPS = ("lif", "h1v1", "h1v2")
-LAYER_NAMES = ("frontend", "hidden", "out")
 
 # LIF has no chip range; its threshold (1.0) is the natural unit: a single weight beyond it makes a spike
 # on its own, so the soft wall and the quantiser range of the baseline sit there.
@@ -54,6 +58,32 @@ DEFAULT_FRONTEND_GAINS = {
     "h1v1": H1v1Frontend.DEFAULT_GAIN,
     "h1v2": chip_constants.H1V2_WEIGHT_LIMIT_V,
 }
+
+
+def layer_names(n_hidden: int) -> tuple[str, ...]:
+    """The spiking layers of a KWSNet with ``n_hidden`` hidden layers: frontend, hidden, hidden2, ..., out."""
+    return ("frontend", *("hidden" if i == 0 else f"hidden{i + 1}" for i in range(n_hidden)), "out")
+
+
+def hidden_sizes(hidden_size: int | Sequence[int]) -> list[int]:
+    """``hidden_size`` as a list of widths (one int: one hidden layer)."""
+    sizes = [hidden_size] if isinstance(hidden_size, int) else list(hidden_size)
+    if not sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
+        raise ValueError(
+            f"hidden_size must be a positive int or a non-empty list of them, got {hidden_size!r}"
+        )
+    return sizes
+
+
+def neuron_taus(tau: float | Sequence[float], n: int) -> float | list[float]:
+    """One layer's time constants: a number for every neuron, or a list cycled over the ``n`` neurons
+    (``[15e-3, 45e-3]`` gives 15, 45, 15, 45, ... ms)."""
+    if isinstance(tau, (int, float)):
+        return float(tau)
+    values = [float(t) for t in tau]
+    if not values:
+        raise ValueError("a layer's taus list is empty")
+    return [values[i % len(values)] for i in range(n)]
 
 
 def weight_limit(chip: str) -> float:
@@ -92,14 +122,18 @@ class H1v2Frontend(_Diagonal, H1v2Synapse):
 
 class KWSNet(nn.Module):
     """Tutorial 4's yes/no network (``H1v1YesNoNet`` / ``H1v1YesNoNetMismatch``) for ``chip`` in
-    ``lif``, ``h1v1``, ``h1v2``.
+    ``lif``, ``h1v1``, ``h1v2``, with any number of hidden layers.
 
-    ``taus`` are the (frontend, hidden, output) membrane time constants in s and ``dt`` the simulation step
-    (the data's time bin). ``quantization_bit`` fake-quantises every synapse, front end included, to the
-    chip's range (LIF: ``[-1, 1]``). ``stddev`` is the per-chip-instance weight offset of the two dense
-    synapses (H1v1 only: H1v2 has no synaptic mismatch model, LIF none at all) and ``ileak_mismatch`` the
-    leak variability of the hidden and output neurons (chips only); the front end is always mismatch-free,
-    as in the tutorial, for stability.
+    ``hidden_size`` is one width or a list (one hidden layer each). ``taus`` are the membrane time
+    constants in s of the front end, each hidden layer and the output, in that order; each is one value
+    or a list cycled over the layer's neurons (``neuron_taus``). ``dt`` is the simulation step (the data's
+    time bin). ``quantization_bit`` fake-quantises every synapse, front end included, to the chip's range
+    (LIF: ``[-1, 1]``). ``stddev`` is the per-chip-instance weight offset of the dense synapses (H1v1 only:
+    H1v2 has no synaptic mismatch model, LIF none at all) and ``ileak_mismatch`` the leak variability of
+    the hidden and output neurons (chips only); the front end is always mismatch-free, as in the
+    tutorial, for stability. ``out_population`` output neurons per class: the class's spike count is
+    their sum. ``clamp_grad`` is the chip layers' backward slope of the membrane clamp (a training aid,
+    ``dynamics.clamp_at_zero``).
 
     ``input_gain`` is a fixed scale from the data's filterbank features to the front-end input. The
     features (``nwtrain.data``) are mean rectified band outputs of a peak-normalised clip, in [0, ~0.4] for
@@ -110,8 +144,9 @@ class KWSNet(nn.Module):
     weak linear synapse needs a larger one to wake its hidden layer.
 
     ``forward(x, generator)`` resets the membranes, draws this batch's chip instance from ``generator``
-    (a ``torch.Generator``; None: torch's global one) and returns the output spikes ``[B, T, n_classes]``.
-    The spikes of every layer stay in ``self.traces`` (with their graph) for the firing-rate loss.
+    (a ``torch.Generator``; None: torch's global one) and returns each class's output spikes per step
+    ``[B, T, n_classes]`` (summed over its population). The spikes of every layer stay in ``self.traces``
+    (with their graph), by ``layer_names``, for the firing-rate loss.
     """
 
     def __init__(
@@ -119,8 +154,8 @@ class KWSNet(nn.Module):
         n_channels: int,
         n_classes: int,
         chip: str = "h1v1",
-        hidden_size: int = 64,
-        taus: Sequence[float] = (10e-3, 64e-3, 64e-3),
+        hidden_size: int | Sequence[int] = 64,
+        taus: Sequence[float | Sequence[float]] = (10e-3, 64e-3, 64e-3),
         dt: float = 8e-3,
         quantization_bit: int | None = None,
         stddev: float = 0.0,
@@ -129,21 +164,33 @@ class KWSNet(nn.Module):
         frontend_gain: float | None = None,
         input_gain: float = 1.0,
         dense_init_bound: float | None = None,
+        out_population: int = 1,
+        clamp_grad: float = 0.0,
         device=None,
     ):
         super().__init__()
         if chip not in CHIPS:
             raise ValueError(f"chip must be one of {CHIPS}, got {chip!r}")
-        if len(taus) != 3:
-            raise ValueError(f"taus needs 3 values (frontend, hidden, out), got {list(taus)}")
+        sizes = hidden_sizes(hidden_size)
+        if len(taus) != len(sizes) + 2:
+            raise ValueError(
+                f"taus needs {len(sizes) + 2} entries (frontend, {len(sizes)} hidden, out), got {list(taus)}"
+            )
         if stddev and chip != "h1v1":
             raise ValueError(f"stddev={stddev}: only H1v1 models synaptic mismatch, chip={chip!r} has none")
         if ileak_mismatch and chip == "lif":
             raise ValueError("ileak_mismatch=True: the LIF baseline has no leak mismatch model")
+        if out_population < 1:
+            raise ValueError(f"out_population must be >= 1, got {out_population}")
+        if clamp_grad and chip == "lif":
+            raise ValueError("clamp_grad: the LIF baseline has no membrane clamp")
         self.chip = chip
-        self.n_channels, self.n_classes, self.hidden_size = int(n_channels), int(n_classes), int(hidden_size)
+        self.n_channels, self.n_classes = int(n_channels), int(n_classes)
+        self.hidden_size = sizes[0] if len(sizes) == 1 else sizes
+        self.out_population = int(out_population)
         self.dt = float(dt)
         self.input_gain = float(input_gain)
+        self.layer_names = layer_names(len(sizes))
         spike_grad = surrogate if surrogate is not None else fast_sigmoid(slope=25.0)
         gain = DEFAULT_FRONTEND_GAINS[chip] if frontend_gain is None else float(frontend_gain)
         init = (
@@ -151,7 +198,6 @@ class KWSNet(nn.Module):
             if dense_init_bound is None
             else lambda w: nn.init.uniform_(w, -dense_init_bound, dense_init_bound)
         )
-        tau_front, tau_hidden, tau_out = (float(t) for t in taus)
 
         if chip == "h1v1":
             self.frontend = H1v1Frontend(
@@ -169,8 +215,9 @@ class KWSNet(nn.Module):
 
             def layer(n, tau, mismatch):
                 return H1v1Layer(
-                    n, taus=tau, dt=dt, ileak_mismatch=mismatch, spike_grad=spike_grad, device=device
-                )
+                    n, taus=tau, dt=dt, ileak_mismatch=mismatch, spike_grad=spike_grad, device=device,
+                    clamp_grad=clamp_grad,
+                )  # fmt: skip
         elif chip == "h1v2":
             self.frontend = H1v2Frontend(n_channels, gain, quantization_bit=quantization_bit, device=device)
 
@@ -179,8 +226,9 @@ class KWSNet(nn.Module):
 
             def layer(n, tau, mismatch):
                 return H1v2Layer(
-                    n, taus=tau, dt=dt, ileak_mismatch=mismatch, spike_grad=spike_grad, device=device
-                )
+                    n, taus=tau, dt=dt, ileak_mismatch=mismatch, spike_grad=spike_grad, device=device,
+                    clamp_grad=clamp_grad,
+                )  # fmt: skip
         else:
             quantizer = (
                 None if quantization_bit is None else RangeQuantizer(quantization_bit, LIF_WEIGHT_LIMIT)
@@ -193,29 +241,35 @@ class KWSNet(nn.Module):
             def layer(n, tau, mismatch):
                 return LIFLayer(n, taus=tau, dt=dt, spike_grad=spike_grad, device=device)
 
-        self.frontend_layer = layer(n_channels, tau_front, False)
-        self.syn_hidden = dense(n_channels, hidden_size)
-        self.hidden = layer(hidden_size, tau_hidden, ileak_mismatch)
-        self.syn_out = dense(hidden_size, n_classes)
-        self.out = layer(n_classes, tau_out, ileak_mismatch)
+        self.frontend_layer = layer(n_channels, neuron_taus(taus[0], n_channels), False)
+        # Registration order is the chain's order: the exporter walks the modules as registered.
+        widths = [n_channels, *sizes, n_classes * self.out_population]
+        for i, name in enumerate(self.layer_names[1:]):
+            n_in, n_out = widths[i], widths[i + 1]
+            self.add_module(f"syn_{name}", dense(n_in, n_out))
+            self.add_module(name, layer(n_out, neuron_taus(taus[i + 1], n_out), ileak_mismatch))
         self.traces: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         prepare_net(self, generator=generator)
-        spk_front, _ = self.frontend_layer(self.frontend(x * self.input_gain))
-        spk_hidden, _ = self.hidden(self.syn_hidden(spk_front))
-        spk_out, _ = self.out(self.syn_out(spk_hidden))
-        self.traces = dict(zip(LAYER_NAMES, (spk_front, spk_hidden, spk_out)))
-        return spk_out
+        spk, _ = self.frontend_layer(self.frontend(x * self.input_gain))
+        self.traces = {"frontend": spk}
+        for name in self.layer_names[1:]:
+            spk, _ = getattr(self, name)(getattr(self, f"syn_{name}")(spk))
+            self.traces[name] = spk
+        if self.out_population == 1:
+            return spk
+        return spk.unflatten(-1, (self.n_classes, self.out_population)).sum(-1)
 
-    def dense_synapses(self) -> tuple[nn.Module, nn.Module]:
+    def dense_synapses(self) -> tuple[nn.Module, ...]:
         """The routed synapses the sign-topology loss applies to (tutorial 4: hidden and output)."""
-        return self.syn_hidden, self.syn_out
+        return tuple(getattr(self, f"syn_{name}") for name in self.layer_names[1:])
 
     def param_groups(self, lr_frontend: float, lr_core: float) -> list[dict]:
         """Tutorial 4's two Adam groups: the few front-end gains learn 100x slower than the core."""
         front = [*self.frontend.parameters(), *self.frontend_layer.parameters()]
-        core = [p for m in (self.syn_hidden, self.hidden, self.syn_out, self.out) for p in m.parameters()]
+        front_ids = {id(p) for p in front}
+        core = [p for p in self.parameters() if id(p) not in front_ids]
         return [
             {"params": front, "lr": lr_frontend, "name": "frontend"},
             {"params": core, "lr": lr_core, "name": "core"},

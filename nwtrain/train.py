@@ -34,7 +34,7 @@ from .checkpoint import atomic_write_json, capture_rng, load_checkpoint, restore
 from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainingInterrupted
 from .loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from .metrics import spike_counts
-from .models import LAYER_NAMES, KWSNet
+from .models import KWSNet
 from .topology import violating_blocks
 from .tracking import RunTracker, print_summary
 from .validation import check_output_dir, check_words, resolve_device, validate_config
@@ -56,6 +56,7 @@ class Data:
     loaders: dict[str, DataLoader]
     classes: list[str]
     n_channels: int
+    features: dict  # the filterbank settings the features were computed with (ChipFilterbank.cache_fields)
 
 
 def build_data(data_cfg: DictConfig) -> Data:
@@ -66,7 +67,12 @@ def build_data(data_cfg: DictConfig) -> Data:
         parent = instantiate(parent)
     check_words(parent, data_cfg.get("words"))
     datagen = instantiate(data_cfg, data_parent=str(parent))
-    return Data(datagen.dataloaders(), list(datagen.classes), int(datagen.n_channels))
+    return Data(
+        datagen.dataloaders(),
+        list(datagen.classes),
+        int(datagen.n_channels),
+        datagen.filterbank.cache_fields(),
+    )
 
 
 def build_model(model_cfg: DictConfig, data: Data, device: torch.device) -> KWSNet:
@@ -94,10 +100,12 @@ class LossWeights:
         )
 
 
-def loss_terms(model: KWSNet, labels: torch.Tensor, w: LossWeights) -> dict[str, torch.Tensor]:
-    """Tutorial 4's loss stack on the traces of the last forward pass: cross entropy on the output spike
-    counts, sign topology of the dense synapses, weight magnitude, firing-rate target."""
-    logits = spike_counts(model.traces["out"])
+def loss_terms(
+    model: KWSNet, logits: torch.Tensor, labels: torch.Tensor, w: LossWeights
+) -> dict[str, torch.Tensor]:
+    """Tutorial 4's loss stack on the last forward pass: cross entropy on the class spike counts
+    (``logits``), sign topology of the dense synapses, weight magnitude, firing-rate target (on the
+    layers' traces)."""
     zero = logits.new_zeros(())
     n_fr = len(w.fr_layers)
     return {
@@ -152,8 +160,8 @@ def seed_everything(seed: int) -> None:
 def train_step(model, x, y, optimizer, weights: LossWeights, grad_clip, generator, where: str):
     """One optimiser step; a NaN or infinite loss or gradient raises before the weights change."""
     optimizer.zero_grad()
-    model(x, generator)
-    terms = loss_terms(model, y, weights)
+    logits = spike_counts(model(x, generator))
+    terms = loss_terms(model, logits, y, weights)
     loss = sum(terms.values())
     if not torch.isfinite(loss):
         bad = ", ".join(f"{k}={v.item()}" for k, v in terms.items() if not torch.isfinite(v))
@@ -163,10 +171,10 @@ def train_step(model, x, y, optimizer, weights: LossWeights, grad_clip, generato
     if not torch.isfinite(norm):
         raise NonFiniteLossError(f"gradient norm is {norm.item()} at {where}; training stopped")
     optimizer.step()
-    return loss.detach(), terms
+    return loss.detach(), terms, logits.detach()
 
 
-def accumulate(sums: dict, loss, terms, model: KWSNet, labels) -> None:
+def accumulate(sums: dict, loss, terms, logits, model: KWSNet, labels) -> None:
     """Running sums of one epoch, each weighted by the batch size."""
     n = len(labels)
 
@@ -177,7 +185,7 @@ def accumulate(sums: dict, loss, terms, model: KWSNet, labels) -> None:
     add("loss/total", loss.item() * n)
     for name, value in terms.items():
         add(f"loss/{name}", value.item() * n)
-    add("correct", (spike_counts(model.traces["out"]).argmax(dim=1) == labels).sum().item())
+    add("correct", (logits.argmax(dim=1) == labels).sum().item())
     for name, spk in model.traces.items():
         add(f"firing_rate/{name}", spk.detach().mean().item() * n)
 
@@ -192,7 +200,7 @@ def evaluate(model: KWSNet, loader: DataLoader | None, *, device, seed: int, lim
     generator = torch.Generator().manual_seed(seed)
     k = model.n_classes
     confusion = torch.zeros(k * k, dtype=torch.long)
-    ce, rates, n = 0.0, dict.fromkeys(LAYER_NAMES, 0.0), 0
+    ce, rates, n = 0.0, dict.fromkeys(model.layer_names, 0.0), 0
     for i, batch in enumerate(loader):
         if limit is not None and i >= limit:
             break
@@ -397,6 +405,8 @@ def train(cfg: DictConfig) -> dict:
     model = build_model(cfg.model, data, device)
     optimizer = instantiate(cfg.optim.optimizer)(model.param_groups(cfg.optim.lr_frontend, cfg.optim.lr_core))
     annealer = instantiate(cfg.optim.sign_annealing)(model) if cfg.optim.sign_annealing else None
+    # Built before a checkpoint's optimiser state is loaded: it takes the configured rates as its base.
+    schedule = instantiate(cfg.optim.scheduler)(optimizer) if cfg.optim.get("scheduler") else None
     mismatch = torch.Generator().manual_seed(seed)
     state = TrainState() if ckpt is None else restore(ckpt, ckpt_path, model, optimizer, mismatch, data)
     weights = LossWeights.from_cfg(cfg.loss)
@@ -428,15 +438,17 @@ def train(cfg: DictConfig) -> dict:
             while state.epoch < trainer.epochs and not state.early_stopped:
                 epoch_start = time.perf_counter() - state.sums.get("time_s", 0.0)
                 batches = epoch_batches(train_loader, seed, state.epoch, trainer.limit_train_batches)
+                if schedule is not None:
+                    schedule.set_epoch(state.epoch)
                 tracker.start_epoch(state.epoch, len(batches), state.batch)
                 model.train()
                 for x, y in batch_loader(train_loader, batches[state.batch :]):
                     x, y = x.to(device), y.to(device)
                     where = f"epoch {state.epoch + 1} batch {state.batch + 1}"
-                    loss, terms = train_step(
+                    loss, terms, logits = train_step(
                         model, x, y, optimizer, weights, trainer.grad_clip, mismatch, where
                     )
-                    accumulate(state.sums, loss, terms, model, y)
+                    accumulate(state.sums, loss, terms, logits, model, y)
                     state.batch += 1
                     tracker.batch_done(loss.item())
                     if stop.signum is not None:
@@ -515,12 +527,12 @@ def write_plots(
     plots.plot_training_curves(history, folder / "training_curves.png", title)
     x, y = next(iter(loader))[:2]
     with torch.no_grad():
-        model(x[:1].to(device), torch.Generator().manual_seed(seed + EVAL_SEED_OFFSETS["val"]))
-        pred = spike_counts(model.traces["out"]).argmax(dim=1).item()
+        out = model(x[:1].to(device), torch.Generator().manual_seed(seed + EVAL_SEED_OFFSETS["val"]))
+        pred = spike_counts(out).argmax(dim=1).item()
         spikes = {name: spk[0].cpu().numpy() for name, spk in model.traces.items()}
         programmed = {
             name: (s.weight if s.quantizer is None else s.quantizer(s.weight)).cpu().numpy()
-            for name, s in zip(("syn_hidden", "syn_out"), model.dense_synapses())
+            for name, s in zip((f"syn_{n}" for n in model.layer_names[1:]), model.dense_synapses())
         }
     plots.plot_spike_raster(
         spikes,

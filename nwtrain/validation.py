@@ -13,11 +13,11 @@ import uuid
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError, DataError, OutputDirError
-from .models import CHIPS, LAYER_NAMES, weight_limit
+from .models import CHIPS, layer_names, weight_limit
 
 _PLAIN_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
 # Within 1 ppm of the chip's range counts as the range: YAML and CLI floats need not be bit-exact.
@@ -71,14 +71,34 @@ def validate_config(cfg: DictConfig) -> None:
         )
 
     _number(cfg, "model.dt", low=0, low_open=True)
+    if isinstance(_get(cfg, "model.hidden_size"), ListConfig):
+        n_hidden = len(cfg.model.hidden_size)
+        if n_hidden == 0:
+            raise ConfigError(origin(cfg, "model.hidden_size"), "is an empty list: give at least one width")
+        for i in range(n_hidden):
+            _number(cfg, f"model.hidden_size.{i}", low=1, integer=True)
+    else:
+        n_hidden = 1
+        _number(cfg, "model.hidden_size", low=1, integer=True)
+    names = layer_names(n_hidden)
     taus = _get(cfg, "model.taus")
-    if taus is None or len(taus) != 3:
+    if taus is None or len(taus) != len(names):
         raise ConfigError(
-            origin(cfg, "model.taus"), f"needs 3 time constants (frontend, hidden, out), got {taus}"
+            origin(cfg, "model.taus"),
+            f"needs {len(names)} entries, one per layer ({', '.join(names)}), got {taus}",
         )
-    for i in range(3):
-        _number(cfg, f"model.taus.{i}", low=0, low_open=True)
-    _number(cfg, "model.hidden_size", low=1, integer=True)
+    for i in range(len(names)):
+        if isinstance(taus[i], ListConfig):
+            if len(taus[i]) == 0:
+                raise ConfigError(f"model.taus.{i}", f"the {names[i]} layer's list of taus is empty")
+            for j in range(len(taus[i])):
+                _number(cfg, f"model.taus.{i}.{j}", low=0, low_open=True)
+        else:
+            _number(cfg, f"model.taus.{i}", low=0, low_open=True)
+    _number(cfg, "model.out_population", low=1, integer=True, optional=True)
+    clamp_grad = _number(cfg, "model.clamp_grad", low=0, high=1, optional=True)
+    if clamp_grad and chip == "lif":
+        raise ConfigError(origin(cfg, "model.clamp_grad"), "the LIF baseline has no membrane clamp")
     _number(cfg, "model.input_gain", low=0, low_open=True)
     _number(cfg, "model.dense_init_bound", low=0, low_open=True, optional=True)
     _number(cfg, "model.frontend_gain", optional=True)
@@ -100,9 +120,9 @@ def validate_config(cfg: DictConfig) -> None:
     _number(cfg, "loss.lam_topology", low=0)
     _number(cfg, "loss.lam_fr", low=0)
     _number(cfg, "loss.target_fr", low=0, high=1)
-    unknown = [name for name in _get(cfg, "loss.fr_layers") if name not in LAYER_NAMES]
+    unknown = [name for name in _get(cfg, "loss.fr_layers") if name not in names]
     if unknown:
-        raise ConfigError("loss.fr_layers", f"unknown layers {unknown}; choose from {list(LAYER_NAMES)}")
+        raise ConfigError("loss.fr_layers", f"unknown layers {unknown}; choose from {list(names)}")
 
     _number(cfg, "optim.lr_frontend", low=0)
     _number(cfg, "optim.lr_core", low=0, low_open=True)

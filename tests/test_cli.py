@@ -15,6 +15,9 @@ from nwtrain.train import build_data
 from nwtrain.validation import validate_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+# Tutorial 4 on the embedded corpus; the real-speech experiments (the accuracy recipe) are the rest.
+TUTORIAL4 = [e for e in EXPERIMENTS if e.startswith("yesno_") and not e.startswith("yesno_sc_")]
+REAL_SPEECH = [e for e in EXPERIMENTS if e.startswith(("yesno_sc_", "digits_fsdd_"))]
 GROUPS = ("chip", "variant", "model", "data", "loss", "optim", "trainer", "logger", "paths")
 GROUP_OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 
@@ -24,14 +27,13 @@ def cache(tmp_path_factory):
     return tiny_cache(tmp_path_factory)
 
 
-def test_the_experiments_the_issue_asks_for_exist():
-    expected = {f"yesno_{c}_{v}" for c in ("h1v1", "h1v2") for v in ("plain", "hw", "mismatch")} | {
-        "yesno_lif"
-    }
-    assert set(EXPERIMENTS) == expected
+def test_the_experiments_the_issues_ask_for_exist():
+    chips = [f"{c}_{v}" for c in ("h1v1", "h1v2") for v in ("plain", "hw", "mismatch")] + ["lif"]
+    expected = {f"{task}_{c}" for task in ("yesno", "yesno_sc", "digits_fsdd") for c in chips}
+    assert set(EXPERIMENTS) == expected | {"digits_embedded_lif"}
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("experiment", TUTORIAL4)
 def test_every_experiment_composes_with_tutorial4_hyperparameters(experiment):
     cfg = compose_config([f"experiment={experiment}", "paths.output_dir=unused"])
     validate_config(cfg)
@@ -65,6 +67,30 @@ def test_variants_match_tutorial4(experiment, bits, lam_topology, stddev, ileak)
     assert (cfg.model.stddev, cfg.model.ileak_mismatch) == (stddev, ileak)
 
 
+@pytest.mark.parametrize("experiment", REAL_SPEECH)
+def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
+    cfg = compose_config([f"experiment={experiment}", "paths.output_dir=unused"])
+    validate_config(cfg)
+    assert cfg.experiment_name == experiment
+    task, chip_name, variant = _parts(experiment)
+    assert cfg.model.chip == chip_name and cfg.data.compression == "log"
+    assert cfg.data.layout == ("speech_commands" if task == "yesno_sc" else "folder")
+    assert cfg.data.data_parent.endswith("speech_commands" if task == "yesno_sc" else "fsdd")
+    assert (cfg.model.hidden_size, cfg.model.out_population) == (256, 10)
+    assert cfg.optim.scheduler.total_epochs == cfg.trainer.epochs
+    deployable = variant in ("hw", "mismatch")
+    assert cfg.model.quantization_bit == (5 if deployable else None)
+    assert (cfg.optim.sign_annealing is not None) == deployable
+    assert cfg.model.ileak_mismatch == (variant == "mismatch")
+
+
+def _parts(experiment: str) -> tuple[str, str, str]:
+    """``(task, chip, variant)`` of a real-speech experiment name (the LIF baseline's variant: plain)."""
+    task = "yesno_sc" if experiment.startswith("yesno_sc_") else "digits_fsdd"
+    chip_name, _, variant = experiment[len(task) + 1 :].partition("_")
+    return task, chip_name, variant or "plain"
+
+
 def test_plain_nwtrain_is_the_mismatch_aware_h1v1_experiment():
     assert compose_config([]) == compose_config(["experiment=yesno_h1v1_mismatch"])
 
@@ -83,6 +109,8 @@ def data_overrides(cache, mini_speech_commands, speaker_tree):
         "embedded": tiny_overrides(cache),
         "speech_commands": [f"paths.cache_dir={cache}", f"paths.speech_commands_dir={mini_speech_commands}"],
         "folder": [f"paths.cache_dir={cache}", f"data.data_parent={speaker_tree}"],
+        "sc_excerpt": [f"paths.cache_dir={cache}", f"data.data_parent={mini_speech_commands}"],
+        "fsdd": [f"paths.cache_dir={cache}", f"data.data_parent={speaker_tree}"],
     }
 
 
@@ -98,6 +126,8 @@ def test_every_group_option_instantiates(group, option, data_overrides):
     assert isinstance(optimizer, torch.optim.Adam)
     if cfg.optim.sign_annealing:
         instantiate(cfg.optim.sign_annealing)(model)
+    if cfg.optim.scheduler:
+        instantiate(cfg.optim.scheduler)(optimizer).set_epoch(1)
     if group == "data":
         data = build_data(cfg.data)
         x, y = next(iter(data.loaders["train"]))

@@ -89,3 +89,25 @@ def test_non_integer_bin_width():
 def test_invalid_arguments(kwargs):
     with pytest.raises(ValueError):
         ChipFilterbank(**kwargs)
+
+
+def test_log_compression_maps_60_db_onto_the_unit_range():
+    lin = ChipFilterbank(16000, 8e-3)
+    log = ChipFilterbank(16000, 8e-3, compression="log", floor_db=-60.0)
+    t = torch.arange(16000) / 16000
+    # a tone in channel 10 whose level falls by 60 dB over the clip
+    wave = torch.sin(2 * math.pi * 3200 * t) * torch.pow(10.0, -3 * t)
+    e, y = lin(wave[None]), log(wave[None])
+    torch.testing.assert_close(y, torch.log1p(e / 1e-3) / math.log1p(1e3))
+    assert 0 <= y.min() and y.max() <= 1.0 and y[0, :, 10].max() > 0.6
+    # a 60 dB fall is a near-linear ramp after the compressor (the linear envelope falls 1000-fold)
+    assert e[0, 5, 10] / e[0, -5, 10] > 300 and y[0, 5, 10] - y[0, -5, 10] > 0.5
+    assert lin.cache_fields() != log.cache_fields()
+    assert log.cache_fields() != ChipFilterbank(16000, 8e-3, compression="log", floor_db=-40.0).cache_fields()
+
+
+def test_compression_options_are_checked():
+    with pytest.raises(ValueError, match="compression must be one of"):
+        ChipFilterbank(16000, 8e-3, compression="cube")
+    with pytest.raises(ValueError, match="floor_db must be < 0"):
+        ChipFilterbank(16000, 8e-3, compression="log", floor_db=3.0)

@@ -114,6 +114,25 @@ def test_folder_speaker_split_is_disjoint(speaker_tree):
     assert len(splits.val) == len(splits.test) == 8  # a speaker: 4 takes x 2 classes
 
 
+@pytest.mark.parametrize("split_by", [None, "speaker"])
+def test_named_test_speakers_form_the_test_split(speaker_tree, split_by):
+    splits = read_class_folders(
+        speaker_tree, val_split=0.25, test_split=0.0, split_by=split_by, test_speakers=["carol"]
+    )
+    assert speakers(splits.test) == {"carol"} and len(splits.test) == 8
+    assert "carol" not in speakers(splits.train) | speakers(splits.val)
+    assert len(splits.train) + len(splits.val) == 32
+    if split_by == "speaker":
+        assert speakers(splits.train).isdisjoint(speakers(splits.val))
+
+
+def test_named_test_speakers_are_checked(speaker_tree):
+    with pytest.raises(ValueError, match=r"\['zoe'\] are not speakers of .* \(it has: alice, bob"):
+        read_class_folders(speaker_tree, test_split=0.0, test_speakers=["zoe"])
+    with pytest.raises(ValueError, match="test_split must be 0"):
+        read_class_folders(speaker_tree, test_split=0.2, test_speakers=["carol"])
+
+
 def test_speaker_patterns():
     assert speaker_of("0a7c2a8d_nohash_3.wav", DEFAULT_SPEAKER_PATTERNS) == "0a7c2a8d"
     assert speaker_of("7_jackson_32.wav", DEFAULT_SPEAKER_PATTERNS) == "jackson"

@@ -358,3 +358,27 @@ def test_a_network_that_is_not_a_chain_is_refused():
     model.extra = H1v1Synapse(3, 3)  # a synapse with no layer after it
     with pytest.raises(ExportError, match="are not a chain synapse, layer, synapse, layer"):
         network_stages(model)
+
+
+def test_an_output_population_exports_and_decides_by_class_sums(tmp_path):
+    from nwtrain.models import KWSNet
+
+    torch.manual_seed(2)
+    model = KWSNet(
+        13, 3, hidden_size=[16, 8], taus=[10e-3, [15e-3, 135e-3], 45e-3, 135e-3], out_population=3,
+        quantization_bit=5, dense_init_bound=0.9, input_gain=40.0,
+    )  # fmt: skip
+    dep = deploy(model, project_weights=True)
+    meta, arrays = build_artefact(model, dep, classes=["a", "b", "c"], features={})
+    assert meta["population"] == 3
+    write_artefact(tmp_path, meta, arrays)
+    features = torch.rand(12, 60, 13, generator=torch.Generator().manual_seed(1)) * 0.1
+    result = verify(tmp_path, model, [(features, torch.zeros(12, dtype=torch.long))])
+    assert result["identical_spike_trains"] and result["class_agreement"] == 1.0
+    art = chipsim.load_artefact(tmp_path)
+    labels, counts = chipsim.predict(art, features.numpy())
+    with torch.no_grad():
+        expected = model(features, torch.Generator()).sum(1)
+    assert counts.shape == (12, 3) and expected.sum() > 0
+    np.testing.assert_array_equal(counts, expected.numpy())
+    np.testing.assert_array_equal(labels, expected.argmax(1).numpy())

@@ -136,3 +136,28 @@ def test_gradients_reach_every_parameter_through_spikes(quantized):
     (h * torch.linspace(1, 2, 10)).sum().backward()
     for p in net.parameters():
         assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kernel_path", ["reference", "auto"])
+def test_clamp_grad_reaches_a_silenced_chip_neuron(kernel_path, monkeypatch):
+    """A membrane held at 0 by inhibition passes no gradient with the exact clamp derivative; with
+    ``clamp_grad`` it passes that fraction, and the forward values do not change."""
+    monkeypatch.setenv("NWTRAIN_KERNELS", kernel_path)
+    current = torch.full((1, 6, 2), -5.0)  # nA: both neurons pinned at 0
+    current[0, 3, 1] = 25.0  # neuron 1 fires once at step 3, then is inhibited again
+    results = {}
+    for clamp_grad in (0.0, 0.25):
+        x = current.clone().requires_grad_()
+        spk, mem = prepare_net(H1v1Layer(2, taus=10e-3, dt=1e-3, clamp_grad=clamp_grad))(x)
+        spk.sum().backward()
+        results[clamp_grad] = spk.detach(), mem.detach(), x.grad
+    (spk0, mem0, g0), (spk1, mem1, g1) = results[0.0], results[0.25]
+    assert torch.equal(spk0, spk1) and torch.equal(mem0, mem1)
+    assert spk0[0, :, 1].tolist() == [0, 0, 0, 1, 0, 0]
+    assert (g0[0, :, 0] == 0).all() and (g1[0, :, 0] > 0).all()
+    assert g1[0, 3, 1] == g0[0, 3, 1] > 0  # where the membrane is not clamped, the slopes agree
+
+
+def test_clamp_grad_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="clamp_grad must lie in"):
+        H1v1Layer(2, clamp_grad=1.5)

@@ -35,7 +35,9 @@ from nwtrain.models import KWSNet
 from nwtrain.quant import TernaryQuantizer
 from nwtrain.surrogate import fast_sigmoid, triangle
 
-KINDS = ["lif-subtraction", "lif-zero", "lif-none", "h1v1", "h1v2"]
+KINDS = ["lif-subtraction", "lif-zero", "lif-none", "h1v1", "h1v2", "h1v1-clamp_grad", "h1v2-clamp_grad"]
+# The backward slope of the membrane clamps of the "-clamp_grad" kinds (0 elsewhere: the exact derivative).
+CLAMP_GRAD = 0.3
 
 # Triton's interpreter (numpy on CPU tensors) replaces its compiler in a process started with this set.
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -91,7 +93,9 @@ def build(kind):
                 ),
             ]
         )
-    if kind == "h1v1":
+    chip, _, option = kind.partition("-")
+    clamp = {"clamp_grad": CLAMP_GRAD if option == "clamp_grad" else 0.0}
+    if chip == "h1v1":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             frontend = H1v1Frontend(
@@ -100,22 +104,22 @@ def build(kind):
         return nn.ModuleList(
             [
                 frontend,
-                H1v1Layer(6, taus=10e-3, dt=8e-3, ileak_mismatch=True),
+                H1v1Layer(6, taus=10e-3, dt=8e-3, ileak_mismatch=True, **clamp),
                 H1v1Synapse(6, 12, quantization_bit=5, stddev=0.02),
-                H1v1Layer(12, taus=64e-3, dt=8e-3, ileak_mismatch=True),
+                H1v1Layer(12, taus=64e-3, dt=8e-3, ileak_mismatch=True, **clamp),
             ]
         )
     return nn.ModuleList(
         [
             H1v2Synapse(6, 10, quantization_bit=5, init=lambda w: nn.init.uniform_(w, -0.5, 1.66)),
-            H1v2Layer(10, taus=20e-3, dt=1e-3, ileak_mismatch=True),
+            H1v2Layer(10, taus=20e-3, dt=1e-3, ileak_mismatch=True, **clamp),
         ]
     )
 
 
 def inputs(kind, dtype):
     g = torch.Generator().manual_seed(2)
-    if kind == "h1v1":
+    if kind.startswith("h1v1"):
         return 3 * torch.rand(4, 50, 6, generator=g, dtype=dtype)  # filterbank envelopes
     return (torch.rand(4, 50, 6, generator=g) < 0.4).to(dtype)
 

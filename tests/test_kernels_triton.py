@@ -144,7 +144,7 @@ def test_kernels_compile_for_gpus(arch, monkeypatch, tmp_path):
             for g_mems in (None, seq):
                 for need_params in (False, True):
                     cuda.lif_backward(seq, g_mems, spikes, mems, mem0, vec, reset, need_params)
-                    cuda.leak_backward(seq, g_mems, flags, 0.01, reset, need_params)
+                    cuda.leak_backward(seq, g_mems, flags, 0.01, 0.0, reset, need_params)
     # dtypes x resets x (forward + 4 backward variants) x neuron families
     assert len(compiled) == 2 * 3 * (1 + 4) * 2
     for key, asm in compiled.items():

@@ -105,3 +105,21 @@ def test_annealing_schedule_and_projection():
 def test_annealing_needs_chip_synapses():
     with pytest.raises(ValueError, match="sign blocks"):
         SignAnnealing(nn.Sequential(LIFSynapse(3, 5)), total_epochs=3)
+
+
+def test_cosine_schedule_is_a_function_of_the_epoch():
+    from nwtrain.optim import CosineSchedule
+
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.Adam([{"params": params, "lr": 1e-3}, {"params": [], "lr": 4e-3}])
+    schedule = CosineSchedule(optimizer, total_epochs=4)
+    rates = []
+    for epoch in (0, 1, 2, 3, 4, 2):
+        schedule.set_epoch(epoch)
+        rates.append([g["lr"] for g in optimizer.param_groups])
+    assert rates[0] == [1e-3, 4e-3] and rates[4] == [0.0, 0.0] and rates[5] == rates[2]
+    assert rates[2] == pytest.approx([0.5e-3, 2e-3]) and rates[1][0] == pytest.approx(
+        1e-3 * (1 + 2**-0.5) / 2
+    )
+    with pytest.raises(ValueError, match="total_epochs"):
+        CosineSchedule(optimizer, 0)

@@ -130,3 +130,38 @@ def test_input_gain_scales_the_front_end_drive():
     quiet(x)
     loud(x)
     assert quiet.traces["frontend"].sum() < loud.traces["frontend"].sum()
+
+
+@pytest.mark.parametrize("chip_name", CHIPS)
+def test_deeper_network_with_heterogeneous_taus_and_an_output_population(chip_name):
+    torch.manual_seed(0)
+    taus = [10e-3, [15e-3, 45e-3, 135e-3], 405e-3, 135e-3]
+    net = KWSNet(
+        13, 3, chip=chip_name, hidden_size=[12, 7], taus=taus, out_population=4, **MISMATCH[chip_name]
+    )
+    assert net.layer_names == ("frontend", "hidden", "hidden2", "out")
+    assert [n for n, _ in net.named_children()] == [
+        "frontend", "frontend_layer", "syn_hidden", "hidden", "syn_hidden2", "hidden2", "syn_out", "out"
+    ]  # fmt: skip
+    assert net.syn_hidden2.weight.shape == (12, 7) and net.syn_out.weight.shape == (7, 12)
+    effective = {"h1v1": [15e-3, 45e-3, 135e-3], "h1v2": [13.82e-3, 55.28e-3, 110.56e-3]}.get(chip_name)
+    assert net.hidden.taus[:6].tolist() == pytest.approx((effective or [15e-3, 45e-3, 135e-3]) * 2, rel=1e-6)
+    out = net(features(), torch.Generator().manual_seed(3))
+    assert out.shape == (3, 20, 3) and set(net.traces) == set(net.layer_names)
+    raw = net.traces["out"]
+    assert raw.shape == (3, 20, 12)
+    torch.testing.assert_close(out, raw.view(3, 20, 3, 4).sum(-1))
+    groups = net.param_groups(1e-5, 1e-3)
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    assert len(net.dense_synapses()) == 3
+
+
+def test_model_options_are_checked():
+    with pytest.raises(ValueError, match="taus needs 4 entries"):
+        KWSNet(13, 2, hidden_size=[8, 8], taus=[10e-3, 64e-3, 64e-3])
+    with pytest.raises(ValueError, match="hidden_size must be a positive int"):
+        KWSNet(13, 2, hidden_size=[8, 0], taus=[10e-3, 64e-3, 64e-3, 64e-3])
+    with pytest.raises(ValueError, match="out_population must be >= 1"):
+        KWSNet(13, 2, out_population=0)
+    with pytest.raises(ValueError, match="no membrane clamp"):
+        KWSNet(13, 2, chip="lif", clamp_grad=0.3)

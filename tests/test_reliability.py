@@ -225,8 +225,8 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_
     loss_terms = runner.loss_terms
     calls = []
 
-    def nan_in_epoch_two(model, labels, weights):
-        terms = loss_terms(model, labels, weights)
+    def nan_in_epoch_two(model, logits, labels, weights):
+        terms = loss_terms(model, logits, labels, weights)
         calls.append(1)
         if len(calls) > 3:  # 3 batches per epoch: from epoch 2 on
             terms["cross_entropy"] = terms["cross_entropy"] * float("nan")

@@ -55,12 +55,14 @@ def test_one_epoch_run_folder_and_checkpoint(run, tmp_path):
     assert ckpt["classes"] == ["yes", "no"] and ckpt["n_channels"] == 13
 
 
-def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(run, tmp_path):
-    straight = run("straight", "trainer.epochs=3")
-    run("first", "trainer.epochs=1")
+@pytest.mark.parametrize("optim", ["adam", "speech"])  # speech: a cosine learning-rate schedule
+def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(run, tmp_path, optim):
+    straight = run("straight", "trainer.epochs=3", f"optim={optim}")
+    run("first", "trainer.epochs=1", f"optim={optim}")
     resumed = run(
-        "resumed", "trainer.epochs=3", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"
-    )
+        "resumed", "trainer.epochs=3", f"optim={optim}",
+        f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
+    )  # fmt: skip
     history = read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
     assert len(history) == 3  # the resumed folder carries the whole history
     assert deterministic(history) == deterministic(read_jsonl(tmp_path / "straight" / "metrics.jsonl"))

@@ -88,9 +88,13 @@ class NWaveDataGen:
         words: classes to use, in this order (default: all class folders, sorted).
         unknown, silence, extra_class_ratio: Speech Commands ``_unknown_`` / ``_silence_`` classes, see
             :func:`read_speech_commands`.
-        split_by, speaker_pattern: speaker-disjoint split of a folder tree, see :func:`read_class_folders`.
+        split_by, speaker_pattern, test_speakers: speaker-disjoint splits of a folder tree (``test_speakers``:
+            these speakers are the test split), see :func:`read_class_folders`.
         on_bad_file: "error" raises :class:`AudioFileError` naming a corrupt, empty or unreadable file;
             "skip" leaves it out, lists it in ``skipped_files`` and logs a warning.
+        compression, compression_floor_db: the front end's envelope compression, see
+            :class:`ChipFilterbank` ("none": the linear envelope of the vendor SDK; "log": logarithmic,
+            with its floor in dB below full scale).
         cache_dir: feature cache root (default ``$NWTRAIN_CACHE`` or ``~/.cache/nwtrain``); ``use_cache``
             False recomputes without reading or writing it.
         progress: show a progress bar while features are computed.
@@ -117,7 +121,10 @@ class NWaveDataGen:
         extra_class_ratio: float = 1.0,
         split_by: str | None = None,
         speaker_pattern: str | None = None,
+        test_speakers: Sequence[str] | None = None,
         on_bad_file: str = "error",
+        compression: str = "none",
+        compression_floor_db: float = -60.0,
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
         progress: bool = True,
@@ -130,6 +137,8 @@ class NWaveDataGen:
             raise ValueError(f"on_bad_file must be one of {ON_BAD_FILE}, got {on_bad_file!r}")
         if recording_duration_s <= 0:
             raise ValueError(f"recording_duration_s must be positive, got {recording_duration_s}")
+        if layout == "speech_commands" and test_speakers:
+            raise ValueError("test_speakers applies to a class-folder tree; Speech Commands keeps its lists")
         if layout == "folder" and (unknown or silence):
             raise ValueError(
                 "unknown/silence classes need layout='speech_commands' (its other words and "
@@ -144,7 +153,9 @@ class NWaveDataGen:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.use_cache = use_cache
         self.progress = progress
-        self.filterbank = ChipFilterbank(self.sample_rate, sim_time_s)
+        self.filterbank = ChipFilterbank(
+            self.sample_rate, sim_time_s, compression=compression, floor_db=compression_floor_db
+        )
         self.n_samples = round(self.recording_duration_s * self.sample_rate)
         self.n_bins = self.filterbank.n_bins(self.n_samples)
         if layout == "speech_commands":
@@ -166,6 +177,7 @@ class NWaveDataGen:
                 random_state=self.config.random_state,
                 split_by=split_by,
                 speaker_pattern=speaker_pattern,
+                test_speakers=test_speakers,
             )
         self.skipped_files: list[str] = []
         self.loaded_from_cache = False

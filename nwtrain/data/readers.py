@@ -254,6 +254,7 @@ def read_class_folders(
     random_state: int = 0,
     split_by: str | None = None,
     speaker_pattern: str | None = None,
+    test_speakers: Sequence[str] | None = None,
 ) -> DatasetSplits:
     """Read a class-folder tree ``root/<class>/*.wav`` and split it with a seed.
 
@@ -263,10 +264,17 @@ def read_class_folders(
     With ``split_by="speaker"`` whole speakers are assigned, so no validation or test speaker is heard in
     training; the speaker is group 1 of ``speaker_pattern`` searched in the file name (default: the Speech
     Commands ``<hash>_nohash_`` and FSDD ``<digit>_<name>_<n>`` conventions, first match wins).
+    ``test_speakers`` names the test split's speakers instead (leave-speakers-out evaluation; ``test_split``
+    must then be 0): their clips are the test split, and the other speakers' clips are split into train
+    and val as above.
     """
     if split_by not in (None, "speaker"):
         raise ValueError(f"split_by must be None or 'speaker', got {split_by!r}")
     _check_fractions(val_split, test_split)
+    if test_speakers and test_split:
+        raise ValueError(f"test_speakers={list(test_speakers)} make the test split: test_split must be 0")
+    if speaker_pattern is not None and re.compile(speaker_pattern).groups < 1:
+        raise ValueError(f"speaker_pattern {speaker_pattern!r} needs a capturing group for the speaker")
     root = _require_dir(Path(root), "data root")
     classes = _select_words(root, _class_dirs(root), words)
     files = {}
@@ -275,6 +283,20 @@ def read_class_folders(
         if not files[cls]:
             raise ValueError(f"class folder {root / cls} has no audio files ({', '.join(AUDIO_SUFFIXES)})")
     result = DatasetSplits(list(classes))
+    patterns = (speaker_pattern,) if speaker_pattern else DEFAULT_SPEAKER_PATTERNS
+    speakers = (
+        {path: speaker_of(path.name, patterns) for cls in classes for path in files[cls]}
+        if test_speakers or split_by
+        else {}
+    )
+    if test_speakers:
+        unknown = sorted(set(test_speakers) - set(speakers.values()))
+        if unknown:
+            found = ", ".join(sorted(set(speakers.values())))
+            raise ValueError(f"test_speakers {unknown} are not speakers of {root} (it has: {found})")
+        for label, cls in enumerate(classes):
+            result.test.extend(Example(ClipRef(p), label) for p in files[cls] if speakers[p] in test_speakers)
+            files[cls] = [p for p in files[cls] if speakers[p] not in test_speakers]
     rng = np.random.default_rng(random_state)
     if split_by is None:
         for label, cls in enumerate(classes):
@@ -285,12 +307,8 @@ def read_class_folders(
                 split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
                 result.split(split).append(Example(ClipRef(files[cls][j]), label))
     else:
-        if speaker_pattern is not None and re.compile(speaker_pattern).groups < 1:
-            raise ValueError(f"speaker_pattern {speaker_pattern!r} needs a capturing group for the speaker")
-        patterns = (speaker_pattern,) if speaker_pattern else DEFAULT_SPEAKER_PATTERNS
-        speakers = {path: speaker_of(path.name, patterns) for cls in classes for path in files[cls]}
         sizes: dict[str, int] = {}
-        for speaker in speakers.values():
+        for speaker in (speakers[p] for cls in classes for p in files[cls]):
             sizes[speaker] = sizes.get(speaker, 0) + 1
         assignment = _assign_groups(sizes, val_split, test_split, rng)
         for label, cls in enumerate(classes):

@@ -116,13 +116,16 @@ def lif_sequence(current, mem, decay, threshold, reset: str, spike_fn):
     return spikes, mems, mems[:, -1]
 
 
-def linear_leak_sequence(current, mem, vleak, vt, reset: str, spike_fn, scale: float = 1.0):
+def linear_leak_sequence(
+    current, mem, vleak, vt, reset: str, spike_fn, scale: float = 1.0, clamp_grad: float = 0.0
+):
     """``run_sequence(linear_leak_step-with-options, mem, scale * current, vleak, vt)`` fused, or None;
     ``vt`` is one threshold for the layer."""
     backend = _backend(current, mem, vleak, vt)
     if backend is None:
         return None
     spikes, mems = LinearLeakSequence.apply(
-        current, mem, _vector(vleak, current.shape[-1]), vt.reshape(()), scale, reset, spike_fn, backend
-    )
+        current, mem, _vector(vleak, current.shape[-1]), vt.reshape(()), scale, reset, spike_fn, backend,
+        clamp_grad,
+    )  # fmt: skip
     return spikes, mems, mems[:, -1]

@@ -50,11 +50,12 @@ class LinearLeakSequence(torch.autograd.Function):
     """``dynamics.linear_leak_step`` over ``scale * current [B, T, N]``; returns ``(spikes, membranes)``."""
 
     @staticmethod
-    def forward(ctx, current, mem0, vleak, vt, scale, reset, spike_fn, backend):
+    def forward(ctx, current, mem0, vleak, vt, scale, reset, spike_fn, backend, clamp_grad=0.0):
         spikes, mems, pre, flags = backend.leak_forward(current, mem0, vleak, vt, scale, reset)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(pre, flags, vt)
         ctx.scale, ctx.reset, ctx.spike_fn, ctx.backend = scale, reset, spike_fn, backend
+        ctx.clamp_grad = clamp_grad
         return spikes, mems
 
     @staticmethod
@@ -63,5 +64,7 @@ class LinearLeakSequence(torch.autograd.Function):
         pre, flags, vt = ctx.saved_tensors
         g_spike = _spike_path(ctx, g_spikes, pre, vt)
         need_params = any(ctx.needs_input_grad[2:4])
-        grads = ctx.backend.leak_backward(g_spike, g_mems, flags, ctx.scale, ctx.reset, need_params)
-        return _requested(ctx, grads) + (None, None, None, None)
+        grads = ctx.backend.leak_backward(
+            g_spike, g_mems, flags, ctx.scale, ctx.clamp_grad, ctx.reset, need_params
+        )
+        return _requested(ctx, grads) + (None, None, None, None, None)

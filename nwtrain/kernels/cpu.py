@@ -117,12 +117,14 @@ def _leak_forward(current, mem0, vleak, vt, scale, reset, spikes, mems, pre, fla
                 )
 
 
-@njit(_signatures("3", "3", "b", "f", "r", "i", "b", "3", "2", "a", "a"), cache=True, nogil=True)
+@njit(_signatures("3", "3", "b", "f", "r", "r", "i", "b", "3", "2", "a", "a"), cache=True, nogil=True)
 def _leak_backward(
-    g_spike, g_mems, has_g_mems, flags, scale, reset, need_params, g_current, g_mem0, g_vleak, g_vt
-):
+    g_spike, g_mems, has_g_mems, flags, scale, clamp_grad, reset, need_params,
+    g_current, g_mem0, g_vleak, g_vt,
+):  # fmt: skip
     """Same recursion through the three clamps: a gradient passes a ``max(., 0)`` where its output is > 0
-    (a zero reset leaves 0, so it needs no term of its own). ``g_vt`` collects per neuron."""
+    and is scaled by ``clamp_grad`` where it clamps; a zero reset passes nothing. ``g_vt`` collects per
+    neuron."""
     batch, steps, n_neurons = g_spike.shape
     carry = np.empty(n_neurons, g_spike.dtype)
     for b in range(batch):
@@ -131,11 +133,12 @@ def _leak_backward(
             for n in range(n_neurons):
                 flag = flags[b, t, n]
                 g_mem = g_mems[b, t, n] + carry[n] if has_g_mems else carry[n]
-                g_post = g_mem if flag & POST_PASSES else _ZERO
+                zero_reset = reset == 1 and flag & FIRED
+                g_post = _ZERO if zero_reset else (g_mem if flag & POST_PASSES else g_mem * clamp_grad)
                 g_in = g_spike[b, t, n] + g_post
-                g_in = g_in if flag & PRE_PASSES else _ZERO
+                g_in = g_in if flag & PRE_PASSES else g_in * clamp_grad
                 g_current[b, t, n] = g_in * scale
-                carry[n] = g_in if flag & LEAKED_PASSES else _ZERO
+                carry[n] = g_in if flag & LEAKED_PASSES else g_in * clamp_grad
                 if need_params:
                     g_vleak[n] -= carry[n]
                     g_vt[n] -= g_spike[b, t, n] + (g_post if reset == 0 and flag & FIRED else _ZERO)
@@ -196,16 +199,17 @@ def leak_forward(current, mem0, vleak, vt, scale, reset):
     return spikes, mems, pre, flags
 
 
-def leak_backward(g_spike, g_mems, flags, scale, reset, need_params):
+def leak_backward(g_spike, g_mems, flags, scale, clamp_grad, reset, need_params):
     """``(dL/dcurrent, dL/dmem0, dL/dvleak [N], dL/dvt [])``, the last two None unless ``need_params``;
-    ``g_mems`` may be None."""
+    ``g_mems`` may be None; ``clamp_grad`` is the backward slope of the clamps where they clamp."""
     batch, _, n_neurons = g_spike.shape
     g_spike_np = _np(g_spike)
     (g_current,), g_mem0 = _like(g_spike, 1), g_spike.new_empty(batch, n_neurons)
     acc = np.zeros((2, n_neurons))
     _leak_backward(
         g_spike_np, *_optional(g_mems, g_spike_np), _np(flags), g_spike_np.dtype.type(scale),
-        RESET_CODES[reset], need_params, g_current.numpy(), g_mem0.numpy(), acc[0], acc[1],
+        g_spike_np.dtype.type(clamp_grad), RESET_CODES[reset], need_params, g_current.numpy(),
+        g_mem0.numpy(), acc[0], acc[1],
     )  # fmt: skip
     g_vleak, g_vt = _vectors(acc, need_params, g_spike.dtype)
     return g_current, g_mem0, g_vleak, None if g_vt is None else g_vt.sum()

@@ -160,15 +160,16 @@ def _leak_forward_kernel(
 
 @triton.jit
 def _leak_backward_kernel(
-    g_spike, g_mems, flags, scale, g_current, g_mem0, g_vleak, g_vt, steps, n_neurons,
+    g_spike, g_mems, flags, scale, clamp_grad, g_current, g_mem0, g_vleak, g_vt, steps, n_neurons,
     RESET: tl.constexpr, HAS_G_MEMS: tl.constexpr, NEED_PARAMS: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """A gradient passes a ``max(., 0)`` where its output is > 0 (a zero reset leaves 0, so it needs no term
-    of its own); ``g_vt`` collects per neuron, the wrapper sums them."""
+    """A gradient passes a ``max(., 0)`` where its output is > 0 and is scaled by ``clamp_grad`` where it
+    clamps; a zero reset passes nothing. ``g_vt`` collects per neuron, the wrapper sums them."""
     b = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n_neurons
     scale = tl.load(scale)
+    clamp_grad = tl.load(clamp_grad)
     carry = tl.zeros([BLOCK], scale.dtype)
     acc_vleak = tl.zeros([BLOCK], tl.float64)
     acc_vt = tl.zeros([BLOCK], tl.float64)
@@ -179,10 +180,13 @@ def _leak_backward_kernel(
         g_mem = carry
         if HAS_G_MEMS:
             g_mem = tl.load(g_mems + at, mask=mask, other=0.0) + carry
-        g_post = tl.where((flag & _POST_PASSES) != 0, g_mem, 0.0)
-        g_in = tl.where((flag & _PRE_PASSES) != 0, g_s + g_post, 0.0)
+        g_post = tl.where((flag & _POST_PASSES) != 0, g_mem, g_mem * clamp_grad)
+        if RESET == _ZERO:
+            g_post = tl.where((flag & _FIRED) != 0, 0.0, g_post)
+        g_in = g_s + g_post
+        g_in = tl.where((flag & _PRE_PASSES) != 0, g_in, g_in * clamp_grad)
         tl.store(g_current + at, g_in * scale, mask=mask)
-        carry = tl.where((flag & _LEAKED_PASSES) != 0, g_in, 0.0)
+        carry = tl.where((flag & _LEAKED_PASSES) != 0, g_in, g_in * clamp_grad)
         if NEED_PARAMS:
             acc_vleak -= carry.to(tl.float64)
             acc_vt += _threshold_grad(g_s, g_post, (flag & _FIRED) != 0, RESET)
@@ -277,18 +281,18 @@ def leak_forward(current, mem0, vleak, vt, scale, reset):
     return spikes, mems, pre, flags
 
 
-def leak_backward(g_spike, g_mems, flags, scale, reset, need_params):
+def leak_backward(g_spike, g_mems, flags, scale, clamp_grad, reset, need_params):
     """``(dL/dcurrent, dL/dmem0, dL/dvleak [N], dL/dvt [])``, the last two None unless ``need_params``;
-    ``g_mems`` may be None."""
+    ``g_mems`` may be None; ``clamp_grad`` is the backward slope of the clamps where they clamp."""
     g_spike, flags = _c(g_spike, flags)
     g_mems_c = g_spike if g_mems is None else g_mems.detach().contiguous()
     batch, _, n_neurons = g_spike.shape
     g_current, g_mem0 = torch.empty_like(g_spike), g_spike.new_empty(batch, n_neurons)
     acc = _partials(g_spike, need_params)
     _launch(
-        _leak_backward_kernel, g_spike.shape, g_spike, g_mems_c, flags, _scalar(scale, g_spike), g_current,
-        g_mem0, acc[0], acc[1], RESET=codes.RESET_CODES[reset], HAS_G_MEMS=g_mems is not None,
-        NEED_PARAMS=need_params,
+        _leak_backward_kernel, g_spike.shape, g_spike, g_mems_c, flags, _scalar(scale, g_spike),
+        _scalar(clamp_grad, g_spike), g_current, g_mem0, acc[0], acc[1], RESET=codes.RESET_CODES[reset],
+        HAS_G_MEMS=g_mems is not None, NEED_PARAMS=need_params,
     )  # fmt: skip
     if not need_params:
         return g_current, g_mem0, None, None
@@ -303,6 +307,6 @@ def probe(device: torch.device) -> None:
     spikes, mems, _ = lif_forward(current, mem0, 0.5 * one, one, "subtraction")
     lif_backward(torch.ones_like(current), mems, spikes, mems, mem0, 0.5 * one, "subtraction", True)
     _, _, _, flags = leak_forward(current, mem0, 0.1 * one, one[0], 1.0, "subtraction")
-    leak_backward(torch.ones_like(current), mems, flags, 1.0, "subtraction", True)
+    leak_backward(torch.ones_like(current), mems, flags, 1.0, 0.0, "subtraction", True)
     if spikes.flatten().tolist() != [0.0, 0.0, 1.0]:
         raise RuntimeError(f"the probe's LIF spikes are {spikes.flatten().tolist()}, not [0, 0, 1]")
