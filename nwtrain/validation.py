@@ -62,6 +62,20 @@ def _number(cfg, key, *, low=None, high=None, low_open=False, optional=False, in
     return value
 
 
+def _numbers(cfg, key, **bounds) -> int:
+    """``key`` is one number or a non-empty list of them, each checked as ``_number`` does; returns how
+    many there are."""
+    value = _get(cfg, key)
+    if not isinstance(value, ListConfig):
+        _number(cfg, key, **bounds)
+        return 1
+    if len(value) == 0:
+        raise ConfigError(origin(cfg, key), "is an empty list: give at least one value")
+    for i in range(len(value)):
+        _number(cfg, f"{key}.{i}", **bounds)
+    return len(value)
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Reject configs that cannot train, naming the field; see the module docstring."""
     chip = _get(cfg, "model.chip")
@@ -71,16 +85,7 @@ def validate_config(cfg: DictConfig) -> None:
         )
 
     _number(cfg, "model.dt", low=0, low_open=True)
-    if isinstance(_get(cfg, "model.hidden_size"), ListConfig):
-        n_hidden = len(cfg.model.hidden_size)
-        if n_hidden == 0:
-            raise ConfigError(origin(cfg, "model.hidden_size"), "is an empty list: give at least one width")
-        for i in range(n_hidden):
-            _number(cfg, f"model.hidden_size.{i}", low=1, integer=True)
-    else:
-        n_hidden = 1
-        _number(cfg, "model.hidden_size", low=1, integer=True)
-    names = layer_names(n_hidden)
+    names = layer_names(_numbers(cfg, "model.hidden_size", low=1, integer=True))
     taus = _get(cfg, "model.taus")
     if taus is None or len(taus) != len(names):
         raise ConfigError(
@@ -88,13 +93,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"needs {len(names)} entries, one per layer ({', '.join(names)}), got {taus}",
         )
     for i in range(len(names)):
-        if isinstance(taus[i], ListConfig):
-            if len(taus[i]) == 0:
-                raise ConfigError(f"model.taus.{i}", f"the {names[i]} layer's list of taus is empty")
-            for j in range(len(taus[i])):
-                _number(cfg, f"model.taus.{i}.{j}", low=0, low_open=True)
-        else:
-            _number(cfg, f"model.taus.{i}", low=0, low_open=True)
+        _numbers(cfg, f"model.taus.{i}", low=0, low_open=True)
     _number(cfg, "model.out_population", low=1, integer=True, optional=True)
     clamp_grad = _number(cfg, "model.clamp_grad", low=0, high=1, optional=True)
     if clamp_grad and chip == "lif":
