@@ -13,6 +13,7 @@ Trains four small non-spiking probes on the filterbank features nwtrain feeds it
   mean over the previous 56 ms, split into positive and negative parts).
 
     .venv/bin/python bench/feature_ceiling.py sc        # Speech Commands excerpt, yes / no
+    .venv/bin/python bench/feature_ceiling.py words     # the excerpt's ten core words
     .venv/bin/python bench/feature_ceiling.py fsdd      # FSDD digits, seeded random split
 
 The data roots default to ``../shared/data`` (``NWTRAIN_REAL_DATA``), as in ``conf/paths/default.yaml``.
@@ -31,14 +32,22 @@ from torch import nn
 
 from nwtrain.data import NWaveDataGen, NWaveDataloaderConfig
 
+SC_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 ROOT = Path(os.environ.get("NWTRAIN_REAL_DATA", "../shared/data"))
 DATASETS = {
     "sc": dict(
         data_parent=ROOT / "speech_commands", sample_rate=16000, layout="speech_commands", words=["yes", "no"]
     ),
+    "words": dict(
+        data_parent=ROOT / "speech_commands", sample_rate=16000, layout="speech_commands", words=SC_WORDS
+    ),
     "fsdd": dict(data_parent=ROOT / "fsdd", sample_rate=8000, layout="folder"),
 }
-SPLIT = {"sc": dict(random_state=123), "fsdd": dict(val_split=0.1, test_split=0.2, random_state=0)}
+SPLIT = {
+    "sc": dict(random_state=123),
+    "words": dict(random_state=123),
+    "fsdd": dict(val_split=0.1, test_split=0.2, random_state=0),
+}
 PROBES = ("cnn", "frames", "context", "contrast")
 CONTEXT = 9  # frames stacked by the context probe
 SMOOTH = 7  # frames of the contrast probe's running mean

@@ -17,7 +17,9 @@ from nwtrain.validation import validate_config
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 # Tutorial 4 on the embedded corpus; the real-speech experiments (the accuracy recipe) are the rest.
 TUTORIAL4 = [e for e in EXPERIMENTS if e.startswith("yesno_") and not e.startswith("yesno_sc_")]
-REAL_SPEECH = [e for e in EXPERIMENTS if e.startswith(("yesno_sc_", "digits_fsdd_"))]
+REAL_SPEECH = [e for e in EXPERIMENTS if e.startswith(("yesno_sc_", "words_sc_", "digits_fsdd_"))]
+REAL_TASKS = ("yesno_sc", "words_sc", "digits_fsdd")
+SC_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 GROUPS = ("chip", "variant", "model", "data", "loss", "optim", "trainer", "logger", "paths")
 GROUP_OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 
@@ -29,7 +31,7 @@ def cache(tmp_path_factory):
 
 def test_the_experiments_the_issues_ask_for_exist():
     chips = [f"{c}_{v}" for c in ("h1v1", "h1v2") for v in ("plain", "hw", "mismatch")] + ["lif"]
-    expected = {f"{task}_{c}" for task in ("yesno", "yesno_sc", "digits_fsdd") for c in chips}
+    expected = {f"{task}_{c}" for task in ("yesno", *REAL_TASKS) for c in chips}
     assert set(EXPERIMENTS) == expected | {"digits_embedded_lif"}
 
 
@@ -74,8 +76,11 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     assert cfg.experiment_name == experiment
     task, chip_name, variant = _parts(experiment)
     assert cfg.model.chip == chip_name and cfg.data.compression == "log"
-    assert cfg.data.layout == ("speech_commands" if task == "yesno_sc" else "folder")
-    assert cfg.data.data_parent.endswith("speech_commands" if task == "yesno_sc" else "fsdd")
+    speech_commands = task != "digits_fsdd"
+    assert cfg.data.layout == ("speech_commands" if speech_commands else "folder")
+    assert cfg.data.data_parent.endswith("speech_commands" if speech_commands else "fsdd")
+    if speech_commands:
+        assert list(cfg.data.words) == (["yes", "no"] if task == "yesno_sc" else SC_WORDS)
     assert (cfg.model.hidden_size, cfg.model.out_population) == (256, 10)
     assert cfg.optim.scheduler.total_epochs == cfg.trainer.epochs
     deployable = variant in ("hw", "mismatch")
@@ -86,7 +91,7 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
 
 def _parts(experiment: str) -> tuple[str, str, str]:
     """``(task, chip, variant)`` of a real-speech experiment name (the LIF baseline's variant: plain)."""
-    task = "yesno_sc" if experiment.startswith("yesno_sc_") else "digits_fsdd"
+    task = next(t for t in REAL_TASKS if experiment.startswith(f"{t}_"))
     chip_name, _, variant = experiment[len(task) + 1 :].partition("_")
     return task, chip_name, variant or "plain"
 

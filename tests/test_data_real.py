@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli_helpers import compose_config
 
 from nwtrain.data import NWaveDataGen, NWaveDataloaderConfig, read_class_folders, read_speech_commands
 from nwtrain.data.readers import DEFAULT_SPEAKER_PATTERNS, SPLITS, speaker_of
@@ -87,3 +88,13 @@ def test_fsdd_speaker_disjoint_split_and_resampling(tmp_path):
     )
     assert native.n_channels == 11  # 100 Hz * 2^(k/2) < 4 kHz for k = 0..10
     assert torch.isfinite(native.datasets()["train"].features).all()
+
+
+@needs_speech_commands
+def test_ten_word_experiment_reads_every_clip_of_the_excerpt():
+    cfg = compose_config(["experiment=words_sc_lif", f"paths.real_data_dir={SHARED_DATA}"])
+    splits = read_speech_commands(Path(cfg.data.data_parent), words=list(cfg.data.words))
+    assert splits.classes == list(cfg.data.words) and len(splits.classes) == 10
+    assert sum(len(splits.split(s)) for s in SPLITS) == 2863  # README: 2,863 clips, ten words
+    train, val, test = (speakers(splits.split(s)) for s in SPLITS)
+    assert train.isdisjoint(val | test) and val.isdisjoint(test)
