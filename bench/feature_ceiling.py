@@ -28,11 +28,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from nwtrain.data import NWaveDataGen, NWaveDataloaderConfig
 
-SC_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+SC_WORDS = list(OmegaConf.load(Path(__file__).parents[1] / "conf/data/words/sc_core.yaml").words)
 ROOT = Path(os.environ.get("NWTRAIN_REAL_DATA", "../shared/data"))
 DATASETS = {
     "sc": dict(
