@@ -36,6 +36,7 @@ from . import __version__, chip, chipsim
 from .checkpoint import atomic_write_bytes, atomic_write_json
 from .errors import ConfigError, ExportError
 from .layers import (
+    DelayLine,
     H1v1Layer,
     H1v2Layer,
     H1v2Synapse,
@@ -99,6 +100,12 @@ class Stage:
 def network_stages(model: nn.Module) -> list[Stage]:
     """The model's synapses and spiking layers, in registration order, as (synapse, layer) pairs; raises
     ``ExportError`` when they do not form a feed-forward chain."""
+    delays = [n for n, m in model.named_modules() if isinstance(m, DelayLine)]
+    if delays:
+        raise ExportError(
+            f"{type(model).__name__}.{delays[0]}: a delay line has no place in the artefact (the chips "
+            f"deliver every spike in the step it fires); a network with frontend_delays_s does not export"
+        )
     mods = [(n, m) for n, m in model.named_modules() if isinstance(m, (_Synapse, _SpikingLayer))]
     kinds = ["synapse" if isinstance(m, _Synapse) else "layer" for _, m in mods]
     if not mods or kinds != ["synapse", "layer"] * (len(mods) // 2):

@@ -458,6 +458,55 @@ class H1v2Synapse(_Synapse):
         return chip.H1V2_SYN_GAIN_V / self.lif_threshold * w
 
 
+class DelayLine(nn.Module):
+    """Fixed axonal delays: each input reaches the next synapse once per delay (the LIF baseline's option;
+    the H1 chips deliver a spike in the step it fires and have none):
+
+        y[t] = [x[t - d_0], x[t - d_1], ..., x[t - d_(D-1)]]      x[t] = 0 before the first step
+
+    ``[B, T, N] -> [B, T, D * N]`` (or one step ``[B, N] -> [B, D * N]``), delay-major: outputs
+    ``k*N .. k*N + N-1`` are the inputs delayed by ``delays_s[k]``. The synapse after it holds one weight
+    per input and delay, so a neuron can weigh what its inputs did over the last ``max(delays_s)``, which
+    one leak per neuron cannot (docs/accuracy.md, "What limits the accuracy"). State: the last
+    ``max(delays)`` inputs, cleared by ``prepare_net``.
+    """
+
+    def __init__(self, n_inputs: int, delays_s: Sequence[float], dt: float):
+        super().__init__()
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0 s, got {dt}")
+        delays = [float(d) for d in delays_s]
+        steps = [round(d / dt) for d in delays]
+        if not delays or any(d < 0 or abs(k * dt - d) > 1e-6 * dt for d, k in zip(delays, steps)):
+            raise ValueError(
+                f"delays_s must be a non-empty list of multiples >= 0 of dt={dt} s, got {delays}"
+            )
+        if len(set(steps)) != len(steps):
+            raise ValueError(f"delays_s {delays} repeats a delay")
+        self.n_inputs = int(n_inputs)
+        self.dt = float(dt)
+        self.steps = tuple(steps)
+        self.n_outputs = self.n_inputs * len(steps)
+        self.history: torch.Tensor | None = None
+
+    def prepare(self, generator: torch.Generator | None = None, collect_metrics: bool = False) -> None:
+        self.history = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() not in (2, 3) or x.shape[-1] != self.n_inputs:
+            raise ValueError(
+                f"DelayLine expects [B, {self.n_inputs}] or [B, T, {self.n_inputs}], got {tuple(x.shape)}"
+            )
+        seq = x if x.dim() == 3 else x[:, None]
+        depth, steps = max(self.steps), seq.shape[1]
+        if self.history is None or self.history.shape[0] != seq.shape[0]:
+            self.history = seq.new_zeros(seq.shape[0], depth, self.n_inputs)
+        past_and_now = torch.cat([self.history, seq], dim=1)
+        out = torch.cat([past_and_now[:, depth - d : depth - d + steps] for d in self.steps], dim=2)
+        self.history = past_and_now[:, past_and_now.shape[1] - depth :]
+        return out if x.dim() == 3 else out[:, 0]
+
+
 # -------------------------------------------------------------------------------------------------------
 def prepare_net(
     module: nn.Module, collect_metrics: bool = False, generator: torch.Generator | None = None
@@ -470,7 +519,7 @@ def prepare_net(
     """
     generator = generator if generator is not None else torch.default_generator
     for m in module.modules():
-        if isinstance(m, (_SpikingLayer, _Synapse)):
+        if isinstance(m, (_SpikingLayer, _Synapse, DelayLine)):
             m.prepare(generator, collect_metrics)
     return module
 

@@ -2,6 +2,9 @@
 
     input [B, T, C] -> frontend -> frontend_layer -> syn_hidden -> hidden -> syn_out -> out -> spikes
 
+The LIF baseline may put a ``DelayLine`` (``frontend_delays_s``) between ``frontend_layer`` and
+``syn_hidden``: the hidden synapse then sees every front-end spike train at several delays.
+
 Deeper and wider variants keep the chain: ``hidden_size=[256, 128]`` inserts ``syn_hidden2 -> hidden2``
 after ``hidden``, a layer's tau may be a list (heterogeneous time constants, one per neuron, cycled), and
 ``out_population=P`` gives each class P output neurons whose spike counts are summed (the decision is the
@@ -25,6 +28,7 @@ from torch import nn
 
 from . import chip as chip_constants
 from .layers import (
+    DelayLine,
     H1v1Frontend,
     H1v1Layer,
     H1v1Synapse,
@@ -140,6 +144,9 @@ class KWSNet(nn.Module):
     speech (mean ~0.02, 95th percentile ~0.1), while a front-end neuron at its default gain needs an input
     near 1 to outrun its leak; the gain stands for the filterbank's output level, which the features do not
     model (``conf/model/kws.yaml``: 40, so speech bins drive the front end and silence does not).
+    ``frontend_delays_s`` (LIF only; empty: none) are the delays in s, multiples of ``dt``, at which
+    the front-end spikes reach the first hidden synapse (``nwtrain.layers.DelayLine``): one weight per
+    front-end neuron and delay, i.e. per-delay weights over the last ``max(frontend_delays_s)``.
     ``dense_init_bound`` sets a uniform init of the dense weights (None: torch's 1/sqrt(fan_in)); H1v2's
     weak linear synapse needs a larger one to wake its hidden layer.
 
@@ -166,6 +173,7 @@ class KWSNet(nn.Module):
         dense_init_bound: float | None = None,
         out_population: int = 1,
         clamp_grad: float = 0.0,
+        frontend_delays_s: Sequence[float] = (),
         device=None,
     ):
         super().__init__()
@@ -184,6 +192,11 @@ class KWSNet(nn.Module):
             raise ValueError(f"out_population must be >= 1, got {out_population}")
         if clamp_grad and chip == "lif":
             raise ValueError("clamp_grad: the LIF baseline has no membrane clamp")
+        if len(frontend_delays_s) and chip != "lif":
+            raise ValueError(
+                f"frontend_delays_s={list(frontend_delays_s)}: chip={chip!r} has no synaptic delays (a spike "
+                f"reaches its targets in the step it fires); delays are a LIF baseline option"
+            )
         self.chip = chip
         self.n_channels, self.n_classes = int(n_channels), int(n_classes)
         self.hidden_size = sizes[0] if len(sizes) == 1 else sizes
@@ -242,8 +255,10 @@ class KWSNet(nn.Module):
                 return LIFLayer(n, taus=tau, dt=dt, spike_grad=spike_grad, device=device)
 
         self.frontend_layer = layer(n_channels, neuron_taus(taus[0], n_channels), False)
+        self.delays = DelayLine(n_channels, frontend_delays_s, dt) if len(frontend_delays_s) else None
         # Registration order is the chain's order: the exporter walks the modules as registered.
-        widths = [n_channels, *sizes, n_classes * self.out_population]
+        n_first = n_channels if self.delays is None else self.delays.n_outputs
+        widths = [n_first, *sizes, n_classes * self.out_population]
         for i, name in enumerate(self.layer_names[1:]):
             n_in, n_out = widths[i], widths[i + 1]
             self.add_module(f"syn_{name}", dense(n_in, n_out))
@@ -254,6 +269,8 @@ class KWSNet(nn.Module):
         prepare_net(self, generator=generator)
         spk, _ = self.frontend_layer(self.frontend(x * self.input_gain))
         self.traces = {"frontend": spk}
+        if self.delays is not None:
+            spk = self.delays(spk)
         for name in self.layer_names[1:]:
             spk, _ = getattr(self, name)(getattr(self, f"syn_{name}")(spk))
             self.traces[name] = spk

@@ -76,6 +76,25 @@ def _numbers(cfg, key, **bounds) -> int:
     return len(value)
 
 
+def _check_delays(cfg: DictConfig, chip: str, dt: float) -> None:
+    """``model.frontend_delays_s``: absent or empty, or (LIF only) a list of multiples of ``dt`` >= 0."""
+    key = "model.frontend_delays_s"
+    delays = _get(cfg, key)
+    if delays is None or (isinstance(delays, ListConfig) and len(delays) == 0):
+        return
+    if not isinstance(delays, ListConfig):
+        raise ConfigError(origin(cfg, key), f"must be a list of delays in s, got {delays!r}")
+    if chip != "lif":
+        raise ConfigError(
+            origin(cfg, key),
+            f"{list(delays)}: {chip} has no synaptic delays; delays are a LIF baseline option",
+        )
+    for i in range(len(delays)):
+        d = _number(cfg, f"{key}.{i}", low=0)
+        if abs(round(d / dt) * dt - d) > 1e-6 * dt:
+            raise ConfigError(origin(cfg, f"{key}.{i}"), f"{d} s is not a multiple of model.dt = {dt} s")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Reject configs that cannot train, naming the field; see the module docstring."""
     chip = _get(cfg, "model.chip")
@@ -84,7 +103,7 @@ def validate_config(cfg: DictConfig) -> None:
             origin(cfg, "model.chip"), f"unknown chip {chip!r}; choose one of {', '.join(CHIPS)}"
         )
 
-    _number(cfg, "model.dt", low=0, low_open=True)
+    dt = _number(cfg, "model.dt", low=0, low_open=True)
     names = layer_names(_numbers(cfg, "model.hidden_size", low=1, integer=True))
     taus = _get(cfg, "model.taus")
     if taus is None or len(taus) != len(names):
@@ -98,6 +117,7 @@ def validate_config(cfg: DictConfig) -> None:
     clamp_grad = _number(cfg, "model.clamp_grad", low=0, high=1, optional=True)
     if clamp_grad and chip == "lif":
         raise ConfigError(origin(cfg, "model.clamp_grad"), "the LIF baseline has no membrane clamp")
+    _check_delays(cfg, chip, dt)
     _number(cfg, "model.input_gain", low=0, low_open=True)
     _number(cfg, "model.dense_init_bound", low=0, low_open=True, optional=True)
     _number(cfg, "model.frontend_gain", optional=True)

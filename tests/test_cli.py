@@ -85,6 +85,9 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     # The 5-bit grid needs the wide hidden layer on FSDD (docs/accuracy.md, "Width under the weight grid").
     width = 1024 if deployable and not speech_commands else 256
     assert (cfg.model.hidden_size, cfg.model.out_population) == (width, 10)
+    # Delays are the LIF baseline's (docs/accuracy.md, "Delays for the LIF baseline"); the chips have none.
+    delays = (11 if task == "digits_fsdd" else 6) if chip_name == "lif" else 0
+    assert len(cfg.model.frontend_delays_s) == delays
     assert cfg.optim.scheduler.total_epochs == cfg.trainer.epochs
     assert cfg.model.quantization_bit == (5 if deployable else None)
     assert (cfg.optim.sign_annealing is not None) == deployable
@@ -125,6 +128,8 @@ def data_overrides(cache, mini_speech_commands, speaker_tree):
 def test_every_group_option_instantiates(group, option, data_overrides):
     # The LIF baseline has no mismatch model, so it pairs with a mismatch-free variant.
     extra = ["variant=plain"] if option == "lif" else []
+    if option == "kws_speech_delays":  # the H1 chips have no synaptic delays
+        extra = ["chip=lif", "variant=plain"]
     overrides = data_overrides["embedded"] if group != "data" else data_overrides[option]
     cfg = compose_config([*overrides, f"{group}={option}", *extra, "paths.output_dir=unused"])
     validate_config(cfg)

@@ -360,6 +360,14 @@ def test_a_network_that_is_not_a_chain_is_refused():
         network_stages(model)
 
 
+def test_a_lif_network_with_frontend_delays_is_refused_with_the_reason():
+    from nwtrain.models import KWSNet
+
+    model = KWSNet(13, 2, chip="lif", hidden_size=8, frontend_delays_s=[0.0, 8e-3])
+    with pytest.raises(ExportError, match="KWSNet.delays: a delay line has no place in the artefact"):
+        network_stages(model)
+
+
 def test_an_output_population_exports_and_decides_by_class_sums(tmp_path):
     from nwtrain.models import KWSNet
 

@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from nwtrain import chip
-from nwtrain.layers import H1v1Frontend, H1v1Layer, H1v1Synapse, H1v2Layer, LIFLayer, prepare_net, synapses
+from nwtrain.layers import (
+    DelayLine,
+    H1v1Frontend,
+    H1v1Layer,
+    H1v1Synapse,
+    H1v2Layer,
+    LIFLayer,
+    prepare_net,
+    synapses,
+)
 from nwtrain.models import CHIPS, KWSNet, weight_limit
 
 warnings.filterwarnings("ignore", "Frontend on chip uses 16 filters")
@@ -116,6 +125,7 @@ def test_weight_limits_are_the_chip_ranges():
         (dict(chip="h1v2", stddev=0.02), "only H1v1 models synaptic mismatch"),
         (dict(chip="lif", ileak_mismatch=True), "no leak mismatch"),
         (dict(taus=(1e-2, 1e-2)), "taus needs 3"),
+        (dict(chip="h1v2", frontend_delays_s=[0.0, 8e-3]), "chip='h1v2' has no synaptic delays"),
     ],
 )
 def test_invalid_arguments_are_named(kwargs, message):
@@ -165,3 +175,47 @@ def test_model_options_are_checked():
         KWSNet(13, 2, out_population=0)
     with pytest.raises(ValueError, match="no membrane clamp"):
         KWSNet(13, 2, chip="lif", clamp_grad=0.3)
+
+
+def test_a_delay_line_repeats_its_inputs_whole_steps_later_in_sequence_and_step_mode():
+    line = DelayLine(3, [0.0, 16e-3, 8e-3], dt=8e-3)
+    x = torch.arange(1.0, 13.0).view(1, 4, 3)
+    y = line(x)
+    zero = torch.zeros(1, 3)
+    expected = [
+        torch.cat([x[:, t], x[:, t - 2] if t >= 2 else zero, x[:, t - 1] if t >= 1 else zero], dim=1)
+        for t in range(4)
+    ]
+    torch.testing.assert_close(y, torch.stack(expected, dim=1))
+    prepare_net(line)
+    torch.testing.assert_close(torch.stack([line(x[:, t]) for t in range(4)], dim=1), y)
+    prepare_net(line)  # a new batch starts from silence
+    torch.testing.assert_close(line(x[:, :2]), y[:, :2])
+    torch.testing.assert_close(line(x[:, 2:]), y[:, 2:])  # a sequence continues across calls
+
+
+@pytest.mark.parametrize(
+    ("delays", "message"),
+    [
+        ([0.0, 10e-3], "multiples >= 0 of dt"),
+        ([-8e-3], "multiples >= 0"),
+        ([], "non-empty"),
+        ([0.0, 0.0], "repeats"),
+    ],
+)
+def test_a_delay_line_names_bad_delays(delays, message):
+    with pytest.raises(ValueError, match=message):
+        DelayLine(3, delays, dt=8e-3)
+
+
+def test_frontend_delays_give_the_hidden_synapse_one_weight_per_input_and_delay():
+    torch.manual_seed(0)
+    net = KWSNet(13, 2, chip="lif", hidden_size=10, input_gain=40.0, frontend_delays_s=[0.0, 24e-3, 48e-3])
+    assert net.syn_hidden.weight.shape == (39, 10)
+    x = features(steps=30)
+    out = net(x)
+    assert [n for n, _ in net.named_children()][:4] == ["frontend", "frontend_layer", "delays", "syn_hidden"]
+    out.sum().backward()
+    grad = net.syn_hidden.weight.grad.view(3, 13, 10)
+    assert all(bool(grad[k].abs().sum() > 0) for k in range(3))  # every delay learns
+    assert sum(len(g["params"]) for g in net.param_groups(1e-3, 1e-3)) == len(list(net.parameters()))

@@ -270,6 +270,15 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_
         (["model.taus=[0.01,[0.01,-1],0.01]"], "model.taus.1.1: -1 is out of range: must be > 0"),
         (["model.taus=[0.01,[],0.01]"], "model.taus.1: is an empty list"),
         (["model.out_population=0"], "model.out_population: 0 is out of range: must be >= 1"),
+        (["model.frontend_delays_s=[0,0.008]"], "model.frontend_delays_s: [0, 0.008]: h1v1 has no synaptic"),
+        (
+            ["chip=lif", "variant=plain", "model.frontend_delays_s=[0,0.01]"],
+            "model.frontend_delays_s.1: 0.01 s is not a multiple of model.dt",
+        ),
+        (
+            ["chip=lif", "variant=plain", "model.frontend_delays_s=0.008"],
+            "model.frontend_delays_s: must be a list",
+        ),
     ],
 )
 def test_config_errors_name_the_field(config, overrides, message):
