@@ -458,6 +458,14 @@ class H1v2Synapse(_Synapse):
         return chip.H1V2_SYN_GAIN_V / self.lif_threshold * w
 
 
+def delay_steps(delay_s: float, dt: float) -> int:
+    """``delay_s`` as a whole number of ``dt`` steps; ValueError unless it is a multiple >= 0 of ``dt``."""
+    steps = round(delay_s / dt)
+    if delay_s < 0 or abs(steps * dt - delay_s) > 1e-6 * dt:
+        raise ValueError(f"{delay_s} s is not a multiple >= 0 of dt = {dt} s")
+    return steps
+
+
 class DelayLine(nn.Module):
     """Fixed axonal delays: each input reaches the next synapse once per delay (the LIF baseline's option;
     the H1 chips deliver a spike in the step it fires and have none):
@@ -476,15 +484,12 @@ class DelayLine(nn.Module):
         if not dt > 0:
             raise ValueError(f"dt must be > 0 s, got {dt}")
         delays = [float(d) for d in delays_s]
-        steps = [round(d / dt) for d in delays]
-        if not delays or any(d < 0 or abs(k * dt - d) > 1e-6 * dt for d, k in zip(delays, steps)):
-            raise ValueError(
-                f"delays_s must be a non-empty list of multiples >= 0 of dt={dt} s, got {delays}"
-            )
+        if not delays:
+            raise ValueError("delays_s must be a non-empty list of delays in s")
+        steps = [delay_steps(d, dt) for d in delays]
         if len(set(steps)) != len(steps):
             raise ValueError(f"delays_s {delays} repeats a delay")
         self.n_inputs = int(n_inputs)
-        self.dt = float(dt)
         self.steps = tuple(steps)
         self.n_outputs = self.n_inputs * len(steps)
         self.history: torch.Tensor | None = None

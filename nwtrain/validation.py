@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError, DataError, OutputDirError
+from .layers import delay_steps
 from .models import CHIPS, layer_names, weight_limit
 
 _PLAIN_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
@@ -90,9 +91,10 @@ def _check_delays(cfg: DictConfig, chip: str, dt: float) -> None:
             f"{list(delays)}: {chip} has no synaptic delays; delays are a LIF baseline option",
         )
     for i in range(len(delays)):
-        d = _number(cfg, f"{key}.{i}", low=0)
-        if abs(round(d / dt) * dt - d) > 1e-6 * dt:
-            raise ConfigError(origin(cfg, f"{key}.{i}"), f"{d} s is not a multiple of model.dt = {dt} s")
+        try:
+            delay_steps(_number(cfg, f"{key}.{i}", low=0), dt)
+        except ValueError as e:
+            raise ConfigError(origin(cfg, f"{key}.{i}"), f"{e} (model.dt)") from None
 
 
 def validate_config(cfg: DictConfig) -> None:

@@ -197,8 +197,8 @@ def test_a_delay_line_repeats_its_inputs_whole_steps_later_in_sequence_and_step_
 @pytest.mark.parametrize(
     ("delays", "message"),
     [
-        ([0.0, 10e-3], "multiples >= 0 of dt"),
-        ([-8e-3], "multiples >= 0"),
+        ([0.0, 10e-3], "0.01 s is not a multiple >= 0 of dt = 0.008 s"),
+        ([-8e-3], "-0.008 s is not a multiple >= 0"),
         ([], "non-empty"),
         ([0.0, 0.0], "repeats"),
     ],

@@ -273,7 +273,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_
         (["model.frontend_delays_s=[0,0.008]"], "model.frontend_delays_s: [0, 0.008]: h1v1 has no synaptic"),
         (
             ["chip=lif", "variant=plain", "model.frontend_delays_s=[0,0.01]"],
-            "model.frontend_delays_s.1: 0.01 s is not a multiple of model.dt",
+            "model.frontend_delays_s.1: 0.01 s is not a multiple >= 0 of dt = 0.008 s (model.dt)",
         ),
         (
             ["chip=lif", "variant=plain", "model.frontend_delays_s=0.008"],
