@@ -1,6 +1,10 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# torch's CPU build (a wheel on the reference machines' disk; 2.5 GB in the venv with the rest) unless
+# the machine has an NVIDIA driver: the CUDA build needs some 6 GB, more than a CI machine's free disk
+# has held. Override with e.g. `make install TORCH=torch==2.14.1`.
+TORCH ?= $(if $(shell command -v nvidia-smi),torch==2.14.1,torch==2.13.0)
 
 .PHONY: help install test test-all lint bench clean
 
@@ -9,8 +13,9 @@ help:  ## list the targets
 
 install:  ## create .venv and install nwtrain with its dev and sweep extras
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,sweep]'
+	$(BIN)/pip install --no-cache-dir --upgrade pip
+	$(BIN)/pip install --no-cache-dir '$(TORCH)'
+	$(BIN)/pip install --no-cache-dir -e '.[dev,sweep]'
 
 test:  ## run the default test suite (slow tests excluded)
 	$(BIN)/pytest -q

@@ -8,6 +8,7 @@ import soundfile as sf
 import torch
 
 from nwtrain.data import AudioFileError, NWaveDataGen, NWaveDataloaderConfig
+from nwtrain.data.audio import ClipRef, load_clips
 from nwtrain.data.datagen import FeatureDataset
 
 
@@ -93,6 +94,17 @@ def test_resampling_stereo_and_length(tmp_path, tone_writer):
     assert energy[0].min() > 0.5  # the 1.7 s clip is trimmed to 1 s of tone
     assert energy[1, 60:].max() < 1e-3  # the 0.4 s clip is zero-padded at the end (filters ring down)
     assert features[:, 10:40].mean(dim=1).argmax(dim=1).tolist() == [7, 7]  # 1 kHz: channel 7 (1131 Hz)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100])
+def test_resampling_keeps_a_tone(tmp_path, rate):
+    t = np.arange(rate) / rate
+    sf.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440.0 * t), rate, subtype="FLOAT")
+    waveforms, failures = load_clips([ClipRef(tmp_path / "tone.wav")], 16000, 1.0)
+    expected = 0.5 * np.sin(2 * np.pi * 440.0 * np.arange(16000) / 16000)
+    assert not failures and waveforms.shape == (1, 16000)
+    # away from the clip's ends, where the resampling filter sees the zero padding
+    assert np.allclose(waveforms[0, 500:-500].numpy(), expected[500:-500], atol=1e-3)
 
 
 def test_seeded_shuffle_and_identical_features(speaker_tree, tmp_path):

@@ -3,8 +3,10 @@
 import logging
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy.signal import lfilter
 
 from nwtrain.chip import FILTERBANK_CENTRE_FREQS_HZ, FILTERBANK_Q
 from nwtrain.data import ChipFilterbank
@@ -51,6 +53,17 @@ def test_each_centre_frequency_peaks_in_its_own_channel():
     fb = ChipFilterbank(16000, 8e-3)
     features = fb(sines(fb.centre_freqs_hz, 16000))
     assert torch.equal(features[:, 20:].mean(dim=1).argmax(dim=1), torch.arange(13))
+
+
+def test_features_match_a_float64_reference_filter():
+    # scipy's lfilter in float64 over each channel, rectified and averaged per 8 ms bin (128 samples)
+    fb = ChipFilterbank(16000, 8e-3)
+    x = torch.randn(3, 16000, generator=torch.Generator().manual_seed(0))
+    scaled = (x / x.abs().amax(dim=1, keepdim=True)).double().numpy()
+    a, b = fb.a_coeffs.double().numpy(), fb.b_coeffs.double().numpy()
+    bands = np.stack([lfilter(b[c], a[c], scaled, axis=1) for c in range(fb.n_channels)], axis=2)
+    expected = np.abs(bands).reshape(3, 125, 128, fb.n_channels).mean(axis=2)
+    assert torch.allclose(fb(x).double(), torch.from_numpy(expected), rtol=1e-4, atol=1e-6)
 
 
 def test_unit_peak_gain_scale():

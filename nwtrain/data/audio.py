@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from torchaudio.functional import resample
+from scipy.signal import resample_poly
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+# Part of the feature cache key: features of audio at another rate depend on the resampler (torchaudio's
+# windowed sinc before this one).
+RESAMPLER = "scipy.signal.resample_poly"
 
 
 class AudioFileError(ValueError):
@@ -89,9 +92,12 @@ def load_clips(
     out = torch.zeros(len(good), n_samples)
     for rate in sorted({r for _, r in good}):
         rows = [i for i, (_, r) in enumerate(good) if r == rate]
-        batch = torch.from_numpy(np.stack([good[i][0] for i in rows]))
+        batch = np.stack([good[i][0] for i in rows])
         if rate != sample_rate:
-            batch = resample(batch, rate, sample_rate)
+            # Polyphase FIR (Kaiser-windowed sinc): no wrap-around at the clip ends, unlike an FFT resampler.
+            step = math.gcd(rate, sample_rate)
+            batch = resample_poly(batch, sample_rate // step, rate // step, axis=1).astype(np.float32)
+        batch = torch.from_numpy(batch)
         width = min(n_samples, batch.shape[1])
         out[rows, :width] = batch[:, :width]
     return out, failures

@@ -16,7 +16,7 @@ import torch
 from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
-from nwtrain.data.audio import AudioFileError, ClipRef, load_clips
+from nwtrain.data.audio import RESAMPLER, AudioFileError, ClipRef, load_clips
 from nwtrain.data.cache import content_key, default_cache_dir, file_digests, load_cached, save_atomic
 from nwtrain.data.filterbank import ChipFilterbank
 from nwtrain.data.readers import SPLITS, DatasetSplits, read_class_folders, read_speech_commands
@@ -230,6 +230,7 @@ class NWaveDataGen:
             {
                 "clips": [[c.name(self.root), c.start_s, d] for c, d in zip(clips, digests, strict=True)],
                 "recording_duration_s": self.recording_duration_s,
+                "resampler": RESAMPLER,
                 **self.filterbank.cache_fields(),
             }
         )
