@@ -66,6 +66,20 @@ def test_features_match_a_float64_reference_filter():
     assert torch.allclose(fb(x).double(), torch.from_numpy(expected), rtol=1e-4, atol=1e-6)
 
 
+def test_features_do_not_depend_on_the_thread_count():
+    fb = ChipFilterbank(16000, 8e-3)
+    x = torch.randn(5, 16000, generator=torch.Generator().manual_seed(1))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fb(x)
+        torch.set_num_threads(2)
+        two = fb(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
 def test_unit_peak_gain_scale():
     # a full-scale sine at a centre frequency passes at 0 dB: its mean rectified value is 2/pi
     fb = ChipFilterbank(16000, 8e-3)

@@ -46,7 +46,8 @@ def _all_pole(x, a, padded_out):
     ``a[:, 0] = 1``, ``padded_out`` ``[B, C, K - 1 + L]`` zeros on entry, ``y`` after its first ``K - 1``
     samples. The oldest output is subtracted first, in float32: the order of torchaudio's lfilter loop,
     which computed the features before, so they agree bit for bit (measured on the real recordings).
-    Rows are independent recursions, one per thread: the result does not depend on the thread count.
+    The (clip, channel) rows are independent recursions spread over the threads, so the result does not
+    depend on the thread count.
     """
     batch, channels, length = x.shape
     order = a.shape[1]
