@@ -65,9 +65,6 @@ def _band_pass(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
     order = a.shape[1]
     fir = F.conv1d(F.pad(x, (order - 1, 0)), b.flip(1).contiguous().unsqueeze(1), groups=a.shape[0])
     padded = torch.zeros(x.shape[0], x.shape[1], x.shape[2] + order - 1)
-    # torch's thread setting (trainer.num_threads) bounds this loop too, so parallel sweep jobs don't
-    # oversubscribe the cores.
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     _all_pole(fir.contiguous().numpy(), a.contiguous().numpy(), padded.numpy())
     return padded[:, :, order - 1 :]
 
@@ -172,6 +169,9 @@ class ChipFilterbank:
         peak = x.abs().amax(dim=1, keepdim=True)
         x = x * torch.minimum(1.0 / peak.clamp_min(1e-12), torch.tensor(MAX_NORMALISATION_GAIN))
         chunk = max(1, _CHUNK_ELEMENTS // (self.n_channels * n_samples))
+        # torch's thread setting (trainer.num_threads) bounds the filter loop too, so parallel sweep jobs
+        # don't oversubscribe the cores.
+        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         out = torch.empty(n_batch, self.n_channels, n_bins)
         for start in range(0, n_batch, chunk):
             part = x[start : start + chunk]
