@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .chip import FILTERBANK_BANDS_PER_OCTAVE
 from .errors import ConfigError, DataError, OutputDirError
 from .layers import delay_steps
 from .models import CHIPS, layer_names, weight_limit
@@ -120,6 +121,13 @@ def validate_config(cfg: DictConfig) -> None:
     if clamp_grad and chip == "lif":
         raise ConfigError(origin(cfg, "model.clamp_grad"), "the LIF baseline has no membrane clamp")
     _check_delays(cfg, chip, dt)
+    bands = _number(cfg, "data.bands_per_octave", low=1, integer=True, optional=True)
+    if bands not in (None, FILTERBANK_BANDS_PER_OCTAVE) and chip != "lif":
+        raise ConfigError(
+            origin(cfg, "data.bands_per_octave"),
+            f"{bands}: {chip}'s front end is the chip's {FILTERBANK_BANDS_PER_OCTAVE} bands per octave; a "
+            f"denser filterbank is a LIF baseline option",
+        )
     _number(cfg, "model.input_gain", low=0, low_open=True)
     _number(cfg, "model.dense_init_bound", low=0, low_open=True, optional=True)
     _number(cfg, "model.frontend_gain", optional=True)

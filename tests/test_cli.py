@@ -88,6 +88,8 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     # Delays are the LIF baseline's (docs/accuracy.md, "Delays for the LIF baseline"); the chips have none.
     delays = (11 if task == "digits_fsdd" else 6) if chip_name == "lif" else 0
     assert len(cfg.model.frontend_delays_s) == delays
+    # So is a denser filterbank (docs/accuracy.md, "A denser filterbank for the LIF baseline").
+    assert cfg.data.bands_per_octave == (6 if chip_name == "lif" else 2)
     assert cfg.optim.scheduler.total_epochs == cfg.trainer.epochs
     assert cfg.model.quantization_bit == (5 if deployable else None)
     assert (cfg.optim.sign_annealing is not None) == deployable

@@ -147,6 +147,9 @@ def test_cache_key_follows_content_and_parameters(speaker_tree, tmp_path):
     coarser = NWaveDataGen(speaker_tree, 16000, 1.0, 16e-3, cache_dir=tmp_path / "cache", progress=False)
     assert coarser.datasets()["train"].features.shape[1] == 62
     assert not coarser.loaded_from_cache
+    denser = make(speaker_tree, tmp_path, bands_per_octave=6)
+    assert denser.datasets()["train"].features.shape[2] == 38  # sixth-octave bands below 8 kHz
+    assert not denser.loaded_from_cache
 
 
 def test_corrupt_cache_file_is_recomputed(speaker_tree, tmp_path):
@@ -256,6 +259,7 @@ def test_missing_root_and_word(tmp_path, speaker_tree):
         (dict(on_bad_file="ignore"), "on_bad_file"),
         (dict(unknown=True), "speech_commands"),
         (dict(split_by="session"), "split_by"),
+        (dict(bands_per_octave=0), "bands_per_octave must be an integer >= 1, got 0"),
     ],
 )
 def test_invalid_arguments(speaker_tree, tmp_path, kwargs, message):

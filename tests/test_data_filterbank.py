@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.signal import lfilter
 
-from nwtrain.chip import FILTERBANK_CENTRE_FREQS_HZ, FILTERBANK_Q
+from nwtrain.chip import FILTERBANK_CENTRE_FREQS_HZ, FILTERBANK_Q, constant_q_bank
 from nwtrain.data import ChipFilterbank
 
 
@@ -30,6 +30,31 @@ def test_shape_at_16k_8ms_is_125_by_13():
 def test_all_16_channels_at_48k():
     fb = ChipFilterbank(48000, 8e-3)
     assert fb(torch.randn(2, 48000)).shape == (2, 125, 16)
+
+
+def test_the_chip_bank_is_the_half_octave_constant_q_bank():
+    assert constant_q_bank(2) == (FILTERBANK_CENTRE_FREQS_HZ, FILTERBANK_Q)
+    assert len(FILTERBANK_CENTRE_FREQS_HZ) == 16
+    assert FILTERBANK_Q == pytest.approx(1.0 / (2.0**0.25 - 2.0**-0.25))
+
+
+@pytest.mark.parametrize("bands", [1, 2, 3, 6])
+def test_denser_banks_span_the_chip_range_with_meeting_edges(bands):
+    freqs, q = constant_q_bank(bands)
+    top = FILTERBANK_CENTRE_FREQS_HZ[-1]
+    assert freqs[0] == 100.0 and freqs[-1] <= top * (1 + 1e-12) < freqs[-1] * 2.0 ** (1 / bands)
+    ratios = np.array(freqs[1:]) / np.array(freqs[:-1])
+    assert np.allclose(ratios, 2.0 ** (1 / bands))
+    # -3 dB edges f (sqrt(1 + 1/4Q^2) +- 1/2Q): the upper edge of one band is the lower edge of the next.
+    upper = np.array(freqs[:-1]) * (math.sqrt(1 + 1 / (4 * q * q)) + 1 / (2 * q))
+    lower = np.array(freqs[1:]) * (math.sqrt(1 + 1 / (4 * q * q)) - 1 / (2 * q))
+    assert np.allclose(upper, lower)
+
+
+@pytest.mark.parametrize("bands", [0, -2, 2.5, True])
+def test_bank_density_must_be_a_positive_integer(bands):
+    with pytest.raises(ValueError, match="bands_per_octave must be an integer >= 1"):
+        constant_q_bank(bands)
 
 
 def test_nyquist_warning_text(caplog):

@@ -279,6 +279,9 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_
             ["chip=lif", "variant=plain", "model.frontend_delays_s=0.008"],
             "model.frontend_delays_s: must be a list",
         ),
+        (["data.bands_per_octave=6"], "data.bands_per_octave: 6: h1v1's front end is the chip's 2 bands per"),
+        (["chip=lif", "variant=plain", "data.bands_per_octave=0"], "data.bands_per_octave: 0 is out of"),
+        (["chip=lif", "variant=plain", "data.bands_per_octave=2.5"], "data.bands_per_octave: must be an"),
     ],
 )
 def test_config_errors_name_the_field(config, overrides, message):

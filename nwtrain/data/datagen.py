@@ -16,6 +16,7 @@ import torch
 from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
+from nwtrain.chip import FILTERBANK_BANDS_PER_OCTAVE, constant_q_bank
 from nwtrain.data.audio import RESAMPLER, AudioFileError, ClipRef, load_clips
 from nwtrain.data.cache import content_key, default_cache_dir, file_digests, load_cached, save_atomic
 from nwtrain.data.filterbank import ChipFilterbank
@@ -92,6 +93,8 @@ class NWaveDataGen:
             these speakers are the test split), see :func:`read_class_folders`.
         on_bad_file: "error" raises :class:`AudioFileError` naming a corrupt, empty or unreadable file;
             "skip" leaves it out, lists it in ``skipped_files`` and logs a warning.
+        bands_per_octave: filterbank channel density (:func:`nwtrain.chip.constant_q_bank`): 2 is the
+            chip's own half-octave bank; more is a research front end (the LIF baseline's).
         compression, compression_floor_db: the front end's envelope compression, see
             :class:`ChipFilterbank` ("none": the linear envelope of the vendor SDK; "log": logarithmic,
             with its floor in dB below full scale).
@@ -123,6 +126,7 @@ class NWaveDataGen:
         speaker_pattern: str | None = None,
         test_speakers: Sequence[str] | None = None,
         on_bad_file: str = "error",
+        bands_per_octave: int = FILTERBANK_BANDS_PER_OCTAVE,
         compression: str = "none",
         compression_floor_db: float = -60.0,
         cache_dir: str | Path | None = None,
@@ -153,8 +157,14 @@ class NWaveDataGen:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.use_cache = use_cache
         self.progress = progress
+        centre_freqs_hz, q = constant_q_bank(bands_per_octave)
         self.filterbank = ChipFilterbank(
-            self.sample_rate, sim_time_s, compression=compression, floor_db=compression_floor_db
+            self.sample_rate,
+            sim_time_s,
+            centre_freqs_hz=centre_freqs_hz,
+            q=q,
+            compression=compression,
+            floor_db=compression_floor_db,
         )
         self.n_samples = round(self.recording_duration_s * self.sample_rate)
         self.n_bins = self.filterbank.n_bins(self.n_samples)
