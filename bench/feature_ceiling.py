@@ -15,6 +15,7 @@ Trains four small non-spiking probes on the filterbank features nwtrain feeds it
     .venv/bin/python bench/feature_ceiling.py sc        # Speech Commands excerpt, yes / no
     .venv/bin/python bench/feature_ceiling.py words     # the excerpt's ten core words
     .venv/bin/python bench/feature_ceiling.py fsdd      # FSDD digits, seeded random split
+    .venv/bin/python bench/feature_ceiling.py fsdd --bands-per-octave 6   # the LIF baseline's denser bank
 
 The data roots default to ``../shared/data`` (``NWTRAIN_REAL_DATA``), as in ``conf/paths/default.yaml``.
 """
@@ -114,11 +115,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=sorted(DATASETS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--bands-per-octave", type=int, default=2, help="filterbank density (2: the chip's)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     config = NWaveDataloaderConfig(**SPLIT[args.dataset])
     datagen = NWaveDataGen(
-        **DATASETS[args.dataset], recording_duration_s=1.0, sim_time_s=8e-3, dataloader_config=config
+        **DATASETS[args.dataset],
+        recording_duration_s=1.0,
+        sim_time_s=8e-3,
+        dataloader_config=config,
+        bands_per_octave=args.bands_per_octave,
     )
     data = {s: (d.features, d.labels) for s, d in datagen.datasets().items()}
     print(f"{args.dataset}: {len(data['train'][1])} train, {len(data['test'][1])} test clips, "
