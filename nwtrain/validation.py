@@ -125,8 +125,8 @@ def validate_config(cfg: DictConfig) -> None:
     if bands not in (None, FILTERBANK_BANDS_PER_OCTAVE) and chip != "lif":
         raise ConfigError(
             origin(cfg, "data.bands_per_octave"),
-            f"{bands}: {chip}'s front end is the chip's {FILTERBANK_BANDS_PER_OCTAVE} bands per octave; a "
-            f"denser filterbank is a LIF baseline option",
+            f"{bands}: {chip}'s front end is the chip's {FILTERBANK_BANDS_PER_OCTAVE} bands per octave; "
+            f"another filterbank density is a LIF baseline option",
         )
     _number(cfg, "model.input_gain", low=0, low_open=True)
     _number(cfg, "model.dense_init_bound", low=0, low_open=True, optional=True)
