@@ -90,6 +90,8 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     assert len(cfg.model.frontend_delays_s) == delays
     # So is a denser filterbank (docs/accuracy.md, "A denser filterbank for the LIF baseline").
     assert cfg.data.bands_per_octave == (6 if chip_name == "lif" else 2)
+    # And silence after the Speech Commands clips (docs/accuracy.md, "Silence after the clip ...").
+    assert cfg.data.recording_duration_s == (1.2 if chip_name == "lif" and speech_commands else 1.0)
     assert cfg.optim.scheduler.total_epochs == cfg.trainer.epochs
     assert cfg.model.quantization_bit == (5 if deployable else None)
     assert (cfg.optim.sign_annealing is not None) == deployable
