@@ -20,8 +20,9 @@ from .validation import check_output_dir
 
 log = logging.getLogger(__name__)
 
-# Overrides that repeat a setting rather than define one: their jobs are pooled into mean +- std.
-SEED_KEYS = ("seed", "trainer.seed")
+# Overrides that repeat a setting rather than define one: their jobs are pooled into mean +- std (a
+# cross-validation's folds are repeats of one setting on other held-out speakers).
+REPLICATE_KEYS = ("seed", "trainer.seed", "data.cv_fold")
 
 
 class CheckOutputDir(Callback):
@@ -51,8 +52,10 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 def summarize_sweep(sweep_dir: Path) -> list[dict]:
     """One row per setting over the job folders of ``sweep_dir``: jobs, failures, and the mean and std of
-    best validation and test accuracy of the completed jobs. A setting is what sets a job apart: its
-    overrides less those every job shares and less the seed, whose jobs are pooled."""
+    best and last-epoch validation accuracy and of test accuracy of the completed jobs. A setting is what
+    sets a job apart: its overrides less those every job shares and less the seed and the
+    cross-validation fold, whose jobs are pooled. Over folds the last-epoch figure is the cross-validated
+    one: the best epoch is chosen on the very clips it is scored on."""
     jobs = []
     for overrides_file in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")):
         job_dir = overrides_file.parent.parent
@@ -63,13 +66,16 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
     groups: dict[tuple[str, ...], list[dict]] = {}
     for name, overrides, summary in jobs:
         setting = tuple(
-            o for o in overrides if o not in shared and o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS
+            o for o in overrides if o not in shared and o.split("=", 1)[0].lstrip("+~") not in REPLICATE_KEYS
         )
         groups.setdefault(setting, []).append({"job": name, **summary})
     rows = []
     for setting, members in groups.items():
         done = [j for j in members if j["status"] in ("completed", "early_stopped")]
         val_mean, val_std = _mean_std([j["best_val_acc"] for j in done])
+        last_mean, last_std = _mean_std(
+            [j["last_val_acc"] for j in done if j.get("last_val_acc") is not None]
+        )
         test_mean, test_std = _mean_std([j["test_acc"] for j in done if j.get("test_acc") is not None])
         rows.append(
             {
@@ -81,6 +87,8 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
                 ],
                 "val_acc_mean": val_mean,
                 "val_acc_std": val_std,
+                "last_val_acc_mean": last_mean,
+                "last_val_acc_std": last_std,
                 "test_acc_mean": test_mean,
                 "test_acc_std": test_std,
             }
@@ -101,14 +109,21 @@ class SweepSummary(Callback):
         if not rows:
             return
         atomic_write_json(sweep_dir / "sweep_summary.json", rows)
-        table = Table(title=f"sweep {sweep_dir}")
-        for column in ("setting", "completed / jobs", "best val acc (mean ± std)", "test acc (mean ± std)"):
-            table.add_column(column)
+        table = Table(
+            title=f"sweep {sweep_dir}",
+            caption="done: completed / jobs; val (best epoch, last epoch) and test accuracy: mean ± std over "
+            "seeds and folds",
+        )
+        # One override a line, folded rather than cropped: they are the row's name, in logs of 80 columns.
+        table.add_column("setting", overflow="fold")
+        for column in ("done", "best val", "last val", "test"):
+            table.add_column(column, no_wrap=True)
         for r in rows:
             table.add_row(
-                r["setting"],
+                r["setting"].replace(" ", "\n"),
                 f"{r['completed']} / {len(r['jobs'])}",
                 _pm(r["val_acc_mean"], r["val_acc_std"]),
+                _pm(r["last_val_acc_mean"], r["last_val_acc_std"]),
                 _pm(r["test_acc_mean"], r["test_acc_std"]),
             )
         get_console().print(table)

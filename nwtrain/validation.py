@@ -181,6 +181,11 @@ def validate_data_config(cfg: DictConfig) -> None:
             f"{not_words} are not words: quote yes, no, on and off in YAML, which reads them as booleans",
         )
     _number(cfg, "data.dataloader_config.batch_size", low=1, integer=True)
+    folds = _number(cfg, "data.cv_folds", low=0, integer=True, optional=True)
+    if folds == 1:
+        raise ConfigError(origin(cfg, "data.cv_folds"), "1 fold is no cross-validation: use 0 (off) or >= 2")
+    if folds:
+        _number(cfg, "data.cv_fold", low=0, high=folds - 1, integer=True)
     sim_time = _number(cfg, "data.sim_time_s", low=0, low_open=True)
     if not math.isclose(sim_time, _get(cfg, "model.dt"), rel_tol=1e-9):
         raise ConfigError(

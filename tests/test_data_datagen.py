@@ -244,6 +244,25 @@ def test_speech_commands_layout(mini_speech_commands, tmp_path):
     assert x.shape[1:] == (125, 13) and int(y.max()) <= 3
 
 
+def test_cross_validation_fold_replaces_the_validation_list(mini_speech_commands, tmp_path):
+    plain = make(mini_speech_commands, tmp_path, layout="speech_commands", words=["yes", "no"])
+    folds = [
+        make(
+            mini_speech_commands,
+            tmp_path,
+            layout="speech_commands",
+            words=["yes", "no"],
+            cv_folds=3,
+            cv_fold=k,
+        )
+        for k in range(3)
+    ]
+    pooled = sorted(plain.datasets()["train"].filenames + plain.datasets()["val"].filenames)
+    assert sorted(f for dm in folds for f in dm.datasets()["val"].filenames) == pooled
+    assert all(dm.datasets()["test"].filenames == plain.datasets()["test"].filenames for dm in folds)
+    assert all(dm.loaded_from_cache for dm in folds)  # the same clips: the features are not recomputed
+
+
 def test_missing_root_and_word(tmp_path, speaker_tree):
     with pytest.raises(FileNotFoundError, match="tones"):
         make(speaker_tree.parent / "tonez", tmp_path)

@@ -3,7 +3,7 @@
 import pytest
 
 from nwtrain.data import SILENCE_CLASS, UNKNOWN_CLASS, read_class_folders, read_speech_commands
-from nwtrain.data.readers import DEFAULT_SPEAKER_PATTERNS, NOISE_REGIONS, SPLITS, speaker_of
+from nwtrain.data.readers import DEFAULT_SPEAKER_PATTERNS, NOISE_REGIONS, SPLITS, speaker_folds, speaker_of
 
 
 def names(examples):
@@ -164,3 +164,50 @@ def test_empty_class_folder(speaker_tree):
     (speaker_tree / "mid").mkdir()
     with pytest.raises(ValueError, match="mid has no audio files"):
         read_class_folders(speaker_tree)
+
+
+def test_speaker_folds_validate_each_pooled_clip_once(mini_speech_commands):
+    splits = read_speech_commands(mini_speech_commands, words=["yes", "no"], unknown=True)
+    pooled = names(splits.train) | names(splits.val)
+    seen = []
+    for fold in range(3):  # three speakers in the training and validation lists
+        cv = speaker_folds(splits, 3, fold)
+        assert names(cv.train) | names(cv.val) == pooled and not names(cv.train) & names(cv.val)
+        assert speakers(cv.train).isdisjoint(speakers(cv.val)) and len(speakers(cv.val)) == 1
+        assert cv.test == splits.test and cv.classes == splits.classes
+        seen += sorted(names(cv.val))
+    assert sorted(seen) == sorted(pooled)
+
+
+def test_speaker_folds_balance_whole_speakers_by_seed(speaker_tree):
+    splits = read_class_folders(speaker_tree, test_speakers=["erin"], val_split=0.25, test_split=0)
+    groupings = set()
+    for seed in range(6):
+        folds = [speaker_folds(splits, 2, f, random_state=seed) for f in (0, 1)]
+        assert [len(cv.val) for cv in folds] == [16, 16]  # 4 speakers x 8 clips, two per fold
+        assert speakers(folds[0].val) == speakers(folds[1].train)
+        assert speakers(speaker_folds(splits, 2, 0, random_state=seed).val) == speakers(folds[0].val)
+        groupings.add(frozenset(speakers(folds[0].val)))
+    assert len(groupings) > 1
+
+
+def test_speaker_folds_keep_silence_crops_in_their_split(mini_speech_commands):
+    splits = read_speech_commands(mini_speech_commands, words=["yes"], silence=True)
+    cv = speaker_folds(splits, 3, 1)
+    for split in ("train", "val"):
+        crops = [{e.clip for e in s.split(split) if e.label == 1} for s in (cv, splits)]
+        assert crops[0] == crops[1] and crops[0]
+
+
+@pytest.mark.parametrize(
+    "folds, fold, message",
+    [
+        (1, 0, "cv_folds must be an integer >= 2"),
+        (3, 3, "cv_fold must be an integer in 0..2"),
+        (4, 0, "cv_folds=4 needs at least 4 speakers .* they have 3"),
+    ],
+)
+def test_speaker_folds_errors(mini_speech_commands, folds, fold, message):
+    splits = read_speech_commands(mini_speech_commands, words=["yes"])
+    with pytest.raises(ValueError, match=message):
+        speaker_folds(splits, folds, fold)

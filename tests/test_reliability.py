@@ -282,6 +282,8 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_
         (["data.bands_per_octave=6"], "data.bands_per_octave: 6: h1v1's front end is the chip's 2 bands per"),
         (["chip=lif", "variant=plain", "data.bands_per_octave=0"], "data.bands_per_octave: 0 is out of"),
         (["chip=lif", "variant=plain", "data.bands_per_octave=2.5"], "data.bands_per_octave: must be an"),
+        (["data.cv_folds=1"], "data.cv_folds: 1 fold is no cross-validation"),
+        (["data.cv_folds=5", "data.cv_fold=5"], "data.cv_fold: 5 is out of range: must be in 0..4"),
     ],
 )
 def test_config_errors_name_the_field(config, overrides, message):

@@ -117,7 +117,7 @@ def _job(sweep, name, overrides, summary):
 
 
 def test_sweep_summary_pools_seeds_and_lists_failures(tmp_path):
-    ok = {"status": "completed", "best_val_acc": 0.8, "test_acc": 0.7}
+    ok = {"status": "completed", "best_val_acc": 0.8, "last_val_acc": 0.75, "test_acc": 0.7}
     _job(tmp_path, "0", ["trainer.epochs=2", "model.hidden_size=8", "seed=1"], ok)
     _job(tmp_path, "1", ["trainer.epochs=2", "model.hidden_size=8", "seed=2"], {**ok, "best_val_acc": 0.6})
     _job(
@@ -131,4 +131,16 @@ def test_sweep_summary_pools_seeds_and_lists_failures(tmp_path):
     small, large = rows["model.hidden_size=8"], rows["model.hidden_size=16"]
     assert small["completed"] == 2 and small["val_acc_mean"] == pytest.approx(0.7)
     assert small["val_acc_std"] == pytest.approx(0.1414, abs=1e-4) and small["test_acc_std"] == 0.0
+    assert small["last_val_acc_mean"] == pytest.approx(0.75)
     assert large["completed"] == 0 and [f["error"] for f in large["failed"]] == ["x", "missing"]
+
+
+def test_sweep_summary_pools_cross_validation_folds(tmp_path):
+    for i, (fold, floor, last) in enumerate([(0, -60, 0.9), (1, -60, 0.8), (0, -40, 0.7), (1, -40, 0.6)]):
+        overrides = ["data.cv_folds=2", f"data.cv_fold={fold}", f"data.compression_floor_db={floor}"]
+        summary = {"status": "completed", "best_val_acc": 1.0, "last_val_acc": last, "test_acc": 0.5}
+        _job(tmp_path, str(i), overrides, summary)
+    rows = {r["setting"]: r for r in summarize_sweep(tmp_path)}
+    assert sorted(rows) == ["data.compression_floor_db=-40", "data.compression_floor_db=-60"]
+    assert rows["data.compression_floor_db=-60"]["last_val_acc_mean"] == pytest.approx(0.85)
+    assert rows["data.compression_floor_db=-40"]["jobs"] == ["2", "3"]

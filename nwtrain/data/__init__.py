@@ -12,6 +12,7 @@ from nwtrain.data.readers import (
     Example,
     read_class_folders,
     read_speech_commands,
+    speaker_folds,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "read_class_folders",
     "read_clip",
     "read_speech_commands",
+    "speaker_folds",
 ]

@@ -20,7 +20,14 @@ from nwtrain.chip import FILTERBANK_BANDS_PER_OCTAVE, constant_q_bank
 from nwtrain.data.audio import RESAMPLER, AudioFileError, ClipRef, load_clips
 from nwtrain.data.cache import content_key, default_cache_dir, file_digests, load_cached, save_atomic
 from nwtrain.data.filterbank import ChipFilterbank
-from nwtrain.data.readers import SPLITS, DatasetSplits, read_class_folders, read_speech_commands
+from nwtrain.data.readers import (
+    DEFAULT_SPEAKER_PATTERNS,
+    SPLITS,
+    DatasetSplits,
+    read_class_folders,
+    read_speech_commands,
+    speaker_folds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +98,9 @@ class NWaveDataGen:
             :func:`read_speech_commands`.
         split_by, speaker_pattern, test_speakers: speaker-disjoint splits of a folder tree (``test_speakers``:
             these speakers are the test split), see :func:`read_class_folders`.
+        cv_folds, cv_fold: ``cv_folds`` >= 2 turns the training and validation clips into a
+            cross-validation by speaker, fold ``cv_fold`` validating (:func:`speaker_folds`); 0: the
+            splits as read.
         on_bad_file: "error" raises :class:`AudioFileError` naming a corrupt, empty or unreadable file;
             "skip" leaves it out, lists it in ``skipped_files`` and logs a warning.
         bands_per_octave: filterbank channel density (:func:`nwtrain.chip.constant_q_bank`): 2 is the
@@ -125,6 +135,8 @@ class NWaveDataGen:
         split_by: str | None = None,
         speaker_pattern: str | None = None,
         test_speakers: Sequence[str] | None = None,
+        cv_folds: int = 0,
+        cv_fold: int = 0,
         on_bad_file: str = "error",
         bands_per_octave: int = FILTERBANK_BANDS_PER_OCTAVE,
         compression: str = "none",
@@ -188,6 +200,14 @@ class NWaveDataGen:
                 split_by=split_by,
                 speaker_pattern=speaker_pattern,
                 test_speakers=test_speakers,
+            )
+        if cv_folds:
+            self.splits = speaker_folds(
+                self.splits,
+                cv_folds,
+                cv_fold,
+                speaker_patterns=(speaker_pattern,) if speaker_pattern else DEFAULT_SPEAKER_PATTERNS,
+                random_state=self.config.random_state,
             )
         self.skipped_files: list[str] = []
         self.loaded_from_cache = False

@@ -218,6 +218,53 @@ def speaker_of(name: str, patterns: Sequence[str]) -> str:
     )
 
 
+def speaker_folds(
+    splits: DatasetSplits,
+    folds: int,
+    fold: int,
+    *,
+    speaker_patterns: Sequence[str] = DEFAULT_SPEAKER_PATTERNS,
+    random_state: int = 0,
+) -> DatasetSplits:
+    """Fold ``fold`` of a ``folds``-fold cross-validation by speaker: the training and validation clips of
+    ``splits`` are pooled, their speakers dealt into ``folds`` groups of about equal clip counts (each
+    speaker whole, in a seeded order), and group ``fold`` is the validation split, the rest training. The
+    test split is not touched. A small validation list chooses a recipe on few decisions; the folds score
+    every pooled clip once, on speakers the network never heard. The ``_silence_`` class's background
+    crops have no speaker and keep their split (each from its own stretch of the recordings)."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"cv_folds must be an integer >= 2 (0: no cross-validation), got {folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ValueError(f"cv_fold must be an integer in 0..{folds - 1} (cv_folds={folds}), got {fold!r}")
+    silence = splits.classes.index(SILENCE_CLASS) if SILENCE_CLASS in splits.classes else None
+    pooled = [e for split in ("train", "val") for e in splits.split(split) if e.label != silence]
+    speakers = {e.clip: speaker_of(e.clip.path.name, speaker_patterns) for e in pooled}
+    sizes: dict[str, int] = {}
+    for speaker in speakers.values():
+        sizes[speaker] = sizes.get(speaker, 0) + 1
+    if len(sizes) < folds:
+        raise ValueError(
+            f"cv_folds={folds} needs at least {folds} speakers in the training and validation clips; "
+            f"they have {len(sizes)}: {sorted(sizes)}"
+        )
+    filled = [0] * folds
+    group = {}
+    for speaker in (str(s) for s in np.random.default_rng(random_state).permutation(sorted(sizes))):
+        group[speaker] = filled.index(min(filled))
+        filled[group[speaker]] += sizes[speaker]
+    result = DatasetSplits(
+        list(splits.classes),
+        train=[e for e in splits.train if e.label == silence],
+        val=[e for e in splits.val if e.label == silence],
+        test=list(splits.test),
+    )
+    for e in pooled:
+        (result.val if group[speakers[e.clip]] == fold else result.train).append(e)
+    for split in ("train", "val"):
+        result.split(split).sort(key=lambda e: (e.label, e.clip))
+    return result
+
+
 def _assign_groups(
     sizes: dict[str, int], val_split: float, test_split: float, rng: np.random.Generator
 ) -> dict[str, str]:
