@@ -21,7 +21,6 @@ from nwtrain.data.audio import RESAMPLER, AudioFileError, ClipRef, load_clips
 from nwtrain.data.cache import content_key, default_cache_dir, file_digests, load_cached, save_atomic
 from nwtrain.data.filterbank import ChipFilterbank
 from nwtrain.data.readers import (
-    DEFAULT_SPEAKER_PATTERNS,
     SPLITS,
     DatasetSplits,
     read_class_folders,
@@ -206,7 +205,7 @@ class NWaveDataGen:
                 self.splits,
                 cv_folds,
                 cv_fold,
-                speaker_patterns=(speaker_pattern,) if speaker_pattern else DEFAULT_SPEAKER_PATTERNS,
+                speaker_pattern=speaker_pattern,
                 random_state=self.config.random_state,
             )
         self.skipped_files: list[str] = []

@@ -7,6 +7,7 @@ A reader only lists clips and assigns them to classes and splits; decoding and f
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,12 +219,16 @@ def speaker_of(name: str, patterns: Sequence[str]) -> str:
     )
 
 
+def _speaker_patterns(speaker_pattern: str | None) -> tuple[str, ...]:
+    return (speaker_pattern,) if speaker_pattern else DEFAULT_SPEAKER_PATTERNS
+
+
 def speaker_folds(
     splits: DatasetSplits,
     folds: int,
     fold: int,
     *,
-    speaker_patterns: Sequence[str] = DEFAULT_SPEAKER_PATTERNS,
+    speaker_pattern: str | None = None,
     random_state: int = 0,
 ) -> DatasetSplits:
     """Fold ``fold`` of a ``folds``-fold cross-validation by speaker: the training and validation clips of
@@ -231,17 +236,17 @@ def speaker_folds(
     speaker whole, in a seeded order), and group ``fold`` is the validation split, the rest training. The
     test split is not touched. A small validation list chooses a recipe on few decisions; the folds score
     every pooled clip once, on speakers the network never heard. The ``_silence_`` class's background
-    crops have no speaker and keep their split (each from its own stretch of the recordings)."""
+    crops have no speaker and keep their split (each from its own stretch of the recordings). The speaker
+    is found in the file name as :func:`read_class_folders` finds it (``speaker_pattern``)."""
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"cv_folds must be an integer >= 2 (0: no cross-validation), got {folds!r}")
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
         raise ValueError(f"cv_fold must be an integer in 0..{folds - 1} (cv_folds={folds}), got {fold!r}")
     silence = splits.classes.index(SILENCE_CLASS) if SILENCE_CLASS in splits.classes else None
     pooled = [e for split in ("train", "val") for e in splits.split(split) if e.label != silence]
-    speakers = {e.clip: speaker_of(e.clip.path.name, speaker_patterns) for e in pooled}
-    sizes: dict[str, int] = {}
-    for speaker in speakers.values():
-        sizes[speaker] = sizes.get(speaker, 0) + 1
+    patterns = _speaker_patterns(speaker_pattern)
+    speakers = {e.clip: speaker_of(e.clip.path.name, patterns) for e in pooled}
+    sizes = Counter(speakers.values())
     if len(sizes) < folds:
         raise ValueError(
             f"cv_folds={folds} needs at least {folds} speakers in the training and validation clips; "
@@ -330,7 +335,7 @@ def read_class_folders(
         if not files[cls]:
             raise ValueError(f"class folder {root / cls} has no audio files ({', '.join(AUDIO_SUFFIXES)})")
     result = DatasetSplits(list(classes))
-    patterns = (speaker_pattern,) if speaker_pattern else DEFAULT_SPEAKER_PATTERNS
+    patterns = _speaker_patterns(speaker_pattern)
     speakers = (
         {path: speaker_of(path.name, patterns) for cls in classes for path in files[cls]}
         if test_speakers or split_by
@@ -354,9 +359,7 @@ def read_class_folders(
                 split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
                 result.split(split).append(Example(ClipRef(files[cls][j]), label))
     else:
-        sizes: dict[str, int] = {}
-        for speaker in (speakers[p] for cls in classes for p in files[cls]):
-            sizes[speaker] = sizes.get(speaker, 0) + 1
+        sizes = Counter(speakers[p] for cls in classes for p in files[cls])
         assignment = _assign_groups(sizes, val_split, test_split, rng)
         for label, cls in enumerate(classes):
             for path in files[cls]:
