@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # Overrides that repeat a setting rather than define one: their jobs are pooled into mean +- std (a
 # cross-validation's folds are repeats of one setting on other held-out speakers).
 REPLICATE_KEYS = ("seed", "trainer.seed", "data.cv_fold")
+SUMMARY_FILE = "sweep_summary.json"
 
 
 class CheckOutputDir(Callback):
@@ -108,7 +109,7 @@ class SweepSummary(Callback):
         rows = summarize_sweep(sweep_dir)
         if not rows:
             return
-        atomic_write_json(sweep_dir / "sweep_summary.json", rows)
+        atomic_write_json(sweep_dir / SUMMARY_FILE, rows)
         table = Table(
             title=f"sweep {sweep_dir}",
             caption="done: completed / jobs; val (best epoch, last epoch) and test accuracy: mean ± std over "
@@ -127,6 +128,12 @@ class SweepSummary(Callback):
                 _pm(r["test_acc_mean"], r["test_acc_std"]),
             )
         get_console().print(table)
-        for r in rows:
-            for failure in r["failed"]:
-                log.warning("job %s (%s) failed: %s", failure["job"], r["setting"], failure["error"])
+        failed = [(r, failure) for r in rows for failure in r["failed"]]
+        for r, failure in failed:
+            log.warning("job %s (%s) failed: %s", failure["job"], r["setting"], failure["error"])
+        if failed:
+            # After the summary is written: the sweep's exit status tells scripts and schedulers.
+            jobs = sum(len(r["jobs"]) for r in rows)
+            raise SystemExit(
+                f"nwtrain: {len(failed)} of {jobs} sweep jobs failed (see {sweep_dir / SUMMARY_FILE})"
+            )

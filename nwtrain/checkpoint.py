@@ -12,18 +12,23 @@ import json
 import os
 import pickle
 import random
+import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UntrustedFileError
+from .trust import check_config
 
 FORMAT = "nwtrain-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: last.ckpt holds the whole best checkpoint ("best"), not its weights alone
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "batch", "config", "rng", "history")
+CHECKPOINT_GLOB = "*.ckpt"
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -61,22 +66,34 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read an nwtrain checkpoint onto the CPU; a missing, truncated, unsafe or foreign file raises a
-    ``CheckpointError`` naming it."""
+    """Read an nwtrain checkpoint onto the CPU. A missing, truncated, unsafe or foreign file raises a
+    ``CheckpointError`` naming it; a stored config (in the file, or in its run folder's
+    ``.hydra/config.yaml``) that names a ``_target_`` nwtrain does not trust raises ``UntrustedFileError``
+    (``nwtrain.trust``)."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(str(p) for p in path.glob(f"**/{CHECKPOINT_GLOB}"))[:4]
+        hint = f"; it holds {', '.join(found)}" if found else ""
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"checkpoint {path} is not a torch checkpoint: it is truncated, corrupt or another kind of file"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0]
+        # torch's text suggests weights_only=False; only its diagnosis, the refused global, is passed on.
+        reason = re.search(r"Unsupported global: (GLOBAL \S+)", str(e))
         raise CheckpointError(
-            f"checkpoint {path} holds objects other than tensors and plain data, so it was not loaded "
-            f"(nwtrain loads with weights_only=True and never runs code from a file): {reason}"
+            f"checkpoint {path} holds objects other than tensors and plain data "
+            f"({reason.group(1) if reason else 'not loadable as weights'}), so it was not loaded (nwtrain "
+            f"loads with weights_only=True and never runs code from a file)"
         ) from None
     except Exception as e:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read: it is truncated or not a torch file ({type(e).__name__}: {e})"
+            f"checkpoint {path} cannot be read: it is truncated or corrupt ({type(e).__name__}: {e})"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nwtrain checkpoint (it has no format: {FORMAT!r} entry)")
@@ -87,7 +104,33 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete: it lacks {', '.join(missing)}")
+    check_stored_config(ckpt["config"], f"checkpoint {path}")
+    run_config = path.parent.parent / ".hydra" / "config.yaml"
+    if path.parent.name == "checkpoints" and run_config.is_file():
+        check_stored_config(
+            run_config.read_text(), f"checkpoint {path}: its run folder's {run_config}", resolve=False
+        )
     return ckpt
+
+
+def check_stored_config(text: Any, source: str, resolve: bool = True) -> None:
+    """Refuse a stored YAML config (``source`` names it) that is not a mapping or names an untrusted
+    ``_target_``, as written and, with ``resolve``, once its interpolations are resolved (``oc.create``
+    builds nodes from a string). A run folder's ``.hydra/config.yaml`` is never built, only checked, and
+    holds ``${hydra:...}`` nodes that resolve in a Hydra job alone: it is checked as written."""
+    try:
+        config = OmegaConf.create(text) if isinstance(text, str) else None
+        if not isinstance(config, DictConfig):
+            raise ValueError("not a YAML mapping")
+        check_config(OmegaConf.to_container(config, resolve=False), source)
+        if resolve and "${" in text:
+            check_config(OmegaConf.to_container(config, resolve=True), source)
+    except UntrustedFileError:
+        raise
+    except Exception as e:
+        raise CheckpointError(
+            f"{source}: the stored config cannot be read ({type(e).__name__}: {e})"
+        ) from None
 
 
 def capture_rng(generator: torch.Generator) -> dict:

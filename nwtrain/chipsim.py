@@ -28,12 +28,16 @@ order (what the float32 matrix product of the model does for spike inputs).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .errors import NwtrainError, UntrustedFileError
+from .trust import check_data
 
 FORMAT = "nwtrain-chip-artefact"
 VERSION = 1
@@ -42,7 +46,7 @@ WEIGHTS_NPZ = "weights.npz"
 F32 = np.float32
 
 
-class ArtefactError(ValueError):
+class ArtefactError(NwtrainError, ValueError):
     """The artefact folder is missing a file or holds something this simulator does not know."""
 
 
@@ -70,16 +74,43 @@ def load_artefact(folder: str | Path) -> Artefact:
     for path in (meta_path, npz_path):
         if not path.is_file():
             raise ArtefactError(f"{path} does not exist: not an nwtrain-export folder")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ArtefactError(f"{meta_path} is not an nwtrain chip artefact (format {meta.get('format')!r})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtefactError(f"{meta_path} is not JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ArtefactError(f"{meta_path} is not an nwtrain chip artefact (no format: {FORMAT!r})")
     if meta.get("version", 0) > VERSION:
         raise ArtefactError(
             f"{meta_path} has version {meta['version']}; this simulator reads up to {VERSION}"
         )
+    check_data(meta, str(meta_path))
+    verify_files(folder, meta)
     with np.load(npz_path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     return Artefact(meta, arrays, folder)
+
+
+def verify_files(folder: Path, meta: dict) -> None:
+    """Every file ``export.json`` lists (``weights.npz`` always among them) must have the sha256 recorded
+    there: an artefact edited after export is refused, not simulated."""
+    files = meta.get("files")
+    if not isinstance(files, dict) or WEIGHTS_NPZ not in files:
+        raise ArtefactError(
+            f"{folder / EXPORT_JSON} records no sha256 of {WEIGHTS_NPZ}: not an nwtrain-export"
+        )
+    for name, entry in files.items():
+        path = folder / name
+        if Path(name).name != name or not isinstance(entry, dict) or "sha256" not in entry:
+            raise ArtefactError(f"{folder / EXPORT_JSON}: bad files entry {name!r}")
+        if not path.is_file():
+            raise ArtefactError(f"{path} does not exist (listed in {EXPORT_JSON})")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != entry["sha256"]:
+            raise UntrustedFileError(
+                f"{path} has sha256 {digest[:16]}..., {EXPORT_JSON} records {str(entry['sha256'])[:16]}...: "
+                f"the artefact was changed after export and is refused"
+            )
 
 
 def programmed_weights(art: Artefact, synapse: dict) -> np.ndarray:
@@ -196,8 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m nwtrain.chipsim <artefact folder> <features.npy [B, T, C]>", file=sys.stderr)
         return 2
-    art = load_artefact(args[0])
-    labels, counts = predict(art, np.load(args[1], allow_pickle=False))
+    try:
+        art = load_artefact(args[0])
+        labels, counts = predict(art, np.load(args[1], allow_pickle=False))
+    except (NwtrainError, ValueError, OSError) as e:
+        print(f"chipsim: {e}", file=sys.stderr)
+        return 1
     for i, (k, c) in enumerate(zip(labels, counts)):
         print(f"{i}\t{art.classes[k]}\t{' '.join(str(int(n)) for n in c)}")
     return 0

@@ -1,5 +1,6 @@
-"""Console entry points: ``nwtrain`` (train; ``-m`` sweeps), ``nwtrain-eval`` (evaluate a checkpoint) and
-``nwtrain-export`` (a chip-ready artefact of a checkpoint).
+"""Console entry points: ``nwtrain`` (train; ``-m`` sweeps), ``nwtrain-eval`` (evaluate a checkpoint),
+``nwtrain-export`` (a chip-ready artefact of a checkpoint) and ``nwtrain-predict`` (classify recordings);
+``nwtrain/__main__.py`` launches them.
 
 Configs come from the ``conf/`` folder at the repository root, found next to the package (a checkout or an
 editable install, ``pip install -e .``); ``NWTRAIN_CONFIG_DIR`` points at another copy, e.g. for a wheel
@@ -23,7 +24,8 @@ from .checkpoint import atomic_write_json
 from .errors import NwtrainError, TrainingInterrupted
 from .evaluate import evaluate_checkpoint
 from .export import export_checkpoint
-from .train import train
+from .predict import predict
+from .train import CHECKPOINT_DIR, LAST, train
 
 log = logging.getLogger("nwtrain")
 
@@ -39,6 +41,12 @@ def _run(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
     except TrainingInterrupted as e:
         log.warning("%s", e)
         raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        # Ctrl-C before training installs its handler (data, model), or a second one during training.
+        last = Path(cfg.paths.output_dir) / CHECKPOINT_DIR / LAST
+        hint = f"; resume with the same command plus ckpt_path={last}" if last.is_file() else ""
+        log.warning("interrupted (Ctrl-C): stopped at once%s", hint)
+        raise SystemExit(130) from None
     except Exception as e:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             if isinstance(e, NwtrainError):
@@ -72,6 +80,13 @@ def main(cfg: DictConfig) -> float:
 def eval_main(cfg: DictConfig) -> float:
     """``nwtrain-eval ckpt_path=... [data=...] [split=test|val|train|all]``; returns the accuracy."""
     return _run(lambda c: evaluate_checkpoint(c)["acc"], cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+def predict_main(cfg: DictConfig) -> float:
+    """``nwtrain-predict (ckpt_path=... | artefact=...) audio=<wav, folder or list>``; returns the number of
+    recordings classified."""
+    return _run(lambda c: len(predict(c)["rows"]), cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")

@@ -19,6 +19,11 @@ class CheckpointError(NwtrainError):
     """A checkpoint file is missing, truncated, foreign or incompatible; the message names the file."""
 
 
+class UntrustedFileError(NwtrainError):
+    """A file nwtrain reads back (checkpoint, run folder, artefact) names code to call, or does not match
+    the hash recorded for it; the message names the file and what was refused."""
+
+
 class DataError(NwtrainError):
     """The data set does not match the config (missing words or folders)."""
 

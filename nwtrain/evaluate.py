@@ -82,7 +82,7 @@ def load_model(run: Run, **model_overrides) -> KWSNet:
     """The checkpoint's model, built with ``model_overrides`` (e.g. its mismatch options) on top of its
     config; the weights are the checkpoint's."""
     model_cfg = OmegaConf.merge(run.config.model, model_overrides)
-    model = build_model(model_cfg, run.data, run.device)
+    model = build_model(model_cfg, run.data.n_channels, len(run.data.classes), run.device)
     try:
         model.load_state_dict(run.ckpt["model"])
     except RuntimeError as e:

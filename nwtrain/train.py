@@ -13,6 +13,7 @@ re-seeded at every call, so validation accuracy changes only when the weights do
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -75,8 +76,8 @@ def build_data(data_cfg: DictConfig) -> Data:
     )
 
 
-def build_model(model_cfg: DictConfig, data: Data, device: torch.device) -> KWSNet:
-    return instantiate(model_cfg, n_channels=data.n_channels, n_classes=len(data.classes), device=str(device))
+def build_model(model_cfg: DictConfig, n_channels: int, n_classes: int, device: torch.device) -> KWSNet:
+    return instantiate(model_cfg, n_channels=n_channels, n_classes=n_classes, device=str(device))
 
 
 @dataclass(frozen=True)
@@ -257,12 +258,14 @@ class TrainState:
     sums: dict = field(default_factory=dict)  # running sums of the epoch in progress
     best_val_acc: float = -1.0
     best_epoch: int = 0
-    best_model: dict | None = None
+    # The whole checkpoint of the best epoch: last.ckpt carries it, so a resumed run writes the very same
+    # best.ckpt into its own folder, whenever its best epoch was.
+    best: dict | None = None
     bad_epochs: int = 0
     early_stopped: bool = False
     history: list[dict] = field(default_factory=list)
 
-    def update_best(self, val_acc: float, model, patience: int | None) -> bool:
+    def update_best(self, val_acc: float, patience: int | None) -> bool:
         """Track the best epoch (ties go to the later one, as in tutorial 4) and early stopping (patience
         counts epochs without a strict gain); True when this epoch is the new best."""
         self.bad_epochs = 0 if val_acc > self.best_val_acc else self.bad_epochs + 1
@@ -270,7 +273,6 @@ class TrainState:
         if val_acc < self.best_val_acc:
             return False
         self.best_val_acc, self.best_epoch = val_acc, self.epoch
-        self.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return True
 
     def payload(self, model, optimizer, generator, config_yaml: str, data: Data) -> dict:
@@ -282,7 +284,7 @@ class TrainState:
             "sums": dict(self.sums),
             "best_val_acc": self.best_val_acc,
             "best_epoch": self.best_epoch,
-            "best_model": self.best_model,
+            "best": self.best,
             "bad_epochs": self.bad_epochs,
             "early_stopped": self.early_stopped,
             "history": self.history,
@@ -293,24 +295,65 @@ class TrainState:
         }
 
 
-def check_resume_config(ckpt: dict, path, cfg: DictConfig) -> None:
-    """A checkpoint resumes only into the model it was trained as (the rest may change, e.g. epochs)."""
-    old = OmegaConf.to_container(OmegaConf.create(ckpt["config"]).model)
-    new = OmegaConf.to_container(cfg.model, resolve=True)
-    diffs = [
-        f"model.{k}: {old.get(k)!r} -> {new.get(k)!r}"
-        for k in sorted(old.keys() | new.keys())
-        if old.get(k) != new.get(k)
-    ]
-    if diffs:
+# Settings a resumed run may change: where and how it runs, how long, and the learning rates (honoured from
+# the resumed epoch on, and recorded). Any other change would make one history of two different runs.
+RESUMABLE_CHANGES = (
+    "ckpt_path",
+    "experiment_name",
+    "paths.",
+    "logger.",
+    "trainer.epochs",
+    "trainer.early_stopping_patience",
+    "trainer.device",
+    "trainer.num_threads",
+    "trainer.limit_eval_batches",
+    "optim.lr_frontend",
+    "optim.lr_core",
+    "data.progress",
+    "data.cache_dir",
+    "data.data_parent.root",
+    "data.dataloader_config.num_workers",
+)
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def _derived(cfg: DictConfig, key: str) -> bool:
+    """Whether ``key`` is an interpolation (e.g. ``optim.scheduler.total_epochs: ${trainer.epochs}``): it
+    follows the settings it names, which are judged themselves."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return isinstance(node, DictConfig) and leaf in node and OmegaConf.is_interpolation(node, leaf)
+
+
+def resume_changes(ckpt: dict, path, cfg: DictConfig) -> dict[str, list]:
+    """The settings ``cfg`` changes from the checkpoint's config, as ``{key: [old, new]}``; a change that
+    resume cannot honour (anything but ``RESUMABLE_CHANGES`` and what follows from them) raises a
+    ``ConfigError`` that lists them."""
+    old = _flat(OmegaConf.to_container(OmegaConf.create(ckpt["config"]), resolve=True))
+    new = _flat(OmegaConf.to_container(cfg, resolve=True))
+    changes = {
+        k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
+    }
+    refused = [k for k in changes if not k.startswith(RESUMABLE_CHANGES) and not _derived(cfg, k)]
+    if refused:
         raise ConfigError(
             "ckpt_path",
-            f"{path} was trained with another model ({'; '.join(diffs)}); resume "
-            f"with the experiment and overrides it was trained with",
+            f"{path} was trained with other settings, which a resumed run cannot honour "
+            f"({'; '.join(f'{k}: {changes[k][0]!r} -> {changes[k][1]!r}' for k in refused)}); resume with "
+            f"the experiment and overrides it was trained with (epochs, learning rates, devices and output "
+            f"settings may change)",
         )
+    return changes
 
 
-def restore(ckpt: dict, path, model, optimizer, generator, data: Data) -> TrainState:
+def restore(ckpt: dict, path, model, optimizer, generator, data: Data, lrs: dict[str, float]) -> TrainState:
+    """The training state of ``ckpt``; the optimiser's parameter groups take the configured learning rates
+    ``lrs`` (by group name), which a resumed run may have changed."""
     if ckpt["classes"] != data.classes:
         raise CheckpointError(
             f"checkpoint {path} was trained on classes {ckpt['classes']}, the data has {data.classes}"
@@ -320,14 +363,20 @@ def restore(ckpt: dict, path, model, optimizer, generator, data: Data) -> TrainS
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from None
+    for group in optimizer.param_groups:
+        group["lr"] = lrs[group["name"]]
     restore_rng(ckpt["rng"], generator)
+    best = ckpt.get("best")
+    if best is None and ckpt.get("best_model") is not None:
+        # Format 1 kept only the best weights: its best checkpoint is rebuilt as this one with them.
+        best = {**{k: v for k, v in ckpt.items() if k != "best_model"}, "model": ckpt["best_model"]}
     return TrainState(
         epoch=ckpt["epoch"],
         batch=ckpt["batch"],
         sums=dict(ckpt["sums"]),
         best_val_acc=ckpt["best_val_acc"],
         best_epoch=ckpt["best_epoch"],
-        best_model=ckpt["best_model"],
+        best=best,
         bad_epochs=ckpt["bad_epochs"],
         early_stopped=ckpt["early_stopped"],
         history=list(ckpt["history"]),
@@ -383,8 +432,7 @@ def train(cfg: DictConfig) -> dict:
     ckpt_dir.mkdir(exist_ok=True)
     ckpt_path = cfg.get("ckpt_path")
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
-    if ckpt is not None:
-        check_resume_config(ckpt, ckpt_path, cfg)
+    changes = resume_changes(ckpt, ckpt_path, cfg) if ckpt is not None else {}
 
     trainer = cfg.trainer
     seed = trainer.seed
@@ -402,17 +450,33 @@ def train(cfg: DictConfig) -> dict:
                 f"data: the {split} split is empty; use more data, or a larger val_split for a "
                 f"class-folder tree"
             )
-    model = build_model(cfg.model, data, device)
+    model = build_model(cfg.model, data.n_channels, len(data.classes), device)
     optimizer = instantiate(cfg.optim.optimizer)(model.param_groups(cfg.optim.lr_frontend, cfg.optim.lr_core))
     annealer = instantiate(cfg.optim.sign_annealing)(model) if cfg.optim.sign_annealing else None
     # Built before a checkpoint's optimiser state is loaded: it takes the configured rates as its base.
     schedule = instantiate(cfg.optim.scheduler)(optimizer) if cfg.optim.get("scheduler") else None
     mismatch = torch.Generator().manual_seed(seed)
-    state = TrainState() if ckpt is None else restore(ckpt, ckpt_path, model, optimizer, mismatch, data)
+    lrs = {"frontend": cfg.optim.lr_frontend, "core": cfg.optim.lr_core}
+    state = TrainState() if ckpt is None else restore(ckpt, ckpt_path, model, optimizer, mismatch, data, lrs)
     weights = LossWeights.from_cfg(cfg.loss)
 
     def save(name: str) -> Path:
         return save_checkpoint(ckpt_dir / name, state.payload(model, optimizer, mismatch, config_yaml, data))
+
+    def save_both() -> None:
+        # best.ckpt first: a kill between the two writes leaves it ahead of last.ckpt, never behind, and a
+        # run resumed from last.ckpt writes both again from last.ckpt alone.
+        if state.best is not None:
+            save_checkpoint(ckpt_dir / BEST, state.best)
+        save(LAST)
+
+    if ckpt is not None:
+        for key in ("optim.lr_frontend", "optim.lr_core"):
+            if key in changes:
+                log.warning(
+                    "%s changed on resume: %s -> %s from epoch %d on", key, *changes[key], state.epoch + 1
+                )
+        save_both()  # the resumed run's folder holds both checkpoints from its start, finished or not
 
     log.info(
         "run folder %s | %s on %s | classes %s | %d train, %d val samples, %d channels%s",
@@ -471,17 +535,17 @@ def train(cfg: DictConfig) -> dict:
                 record = epoch_record(state, val, optimizer, model, hardness)
                 state.history.append(record)
                 state.epoch, state.batch, state.sums = state.epoch + 1, 0, {}
-                is_best = state.update_best(val["acc"], model, trainer.early_stopping_patience)
-                save(LAST)
-                if is_best:
-                    save(BEST)
+                if state.update_best(val["acc"], trainer.early_stopping_patience):
+                    state.best = None  # the snapshot holds no older best of its own
+                    state.best = copy.deepcopy(state.payload(model, optimizer, mismatch, config_yaml, data))
+                save_both()
                 tracker.epoch_done(record, model)
                 if state.early_stopped:
                     log.info("early stopping: no val accuracy gain in %d epochs", state.bad_epochs)
                 if stop.signum is not None:
                     raise _interrupted(stop.signum, f"at the end of epoch {state.epoch}", ckpt_dir / LAST)
 
-        model.load_state_dict(state.best_model)
+        model.load_state_dict(state.best["model"])
         test = evaluate(
             model,
             data.loaders.get("test"),
@@ -508,6 +572,7 @@ def train(cfg: DictConfig) -> dict:
         "train_time_s": sum(r["time/epoch_s"] for r in state.history),
         "wall_time_s": time.perf_counter() - started,
         "seed": seed,
+        "resumed": {"from": str(ckpt_path), "epoch": ckpt["epoch"], "changed": changes} if ckpt else None,
         "classes": data.classes,
         "run_dir": str(out_dir),
         "checkpoints": {"best": str(ckpt_dir / BEST), "last": str(ckpt_dir / LAST)},

@@ -291,13 +291,14 @@ def test_multirun_over_two_seeds_reports_mean_and_std(cache, tmp_path):
     assert "±" in proc.stdout
 
 
-def test_a_failing_job_does_not_stop_the_sweep(cache, tmp_path):
+def test_a_failing_job_does_not_stop_the_sweep_but_fails_its_exit_status(cache, tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = run_cli(
         ["-m", "loss.limit=5.0,0.9", *tiny_overrides(cache), "logger=jsonl", f"hydra.sweep.dir={sweep_dir}"],
         tmp_path,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"1 of 2 sweep jobs failed (see {sweep_dir / 'sweep_summary.json'})" in proc.stderr
     failed = json.loads((sweep_dir / "0_yesno_h1v1_mismatch" / "summary.json").read_text())
     assert failed["status"] == "failed" and "loss.limit" in failed["error"]
     assert (

@@ -130,6 +130,23 @@ class ChipFilterbank:
         self.a_coeffs = (a / a[:, :1]).float()
         self.b_coeffs = (b / a[:, :1]).float()
 
+    @classmethod
+    def from_fields(cls, fields: dict) -> ChipFilterbank:
+        """The filterbank that :meth:`cache_fields` described (e.g. an artefact's ``features``)."""
+        if fields.get("feature_version") != FEATURE_VERSION:
+            raise ValueError(
+                f"features of version {fields.get('feature_version')!r}; this filterbank computes version "
+                f"{FEATURE_VERSION!r}"
+            )
+        return cls(
+            fields["sample_rate"],
+            fields["sim_time_s"],
+            fields["centre_freqs_hz"],
+            fields["q"],
+            fields["compression"],
+            fields.get("floor_db", -60.0),
+        )
+
     @property
     def n_channels(self) -> int:
         """Number of realisable channels at this sample rate (13 at 16 kHz, 16 at 48 kHz)."""

@@ -1,0 +1,174 @@
+"""``nwtrain-predict``: the class of each recording, by a checkpoint's model or by an exported chip artefact.
+
+``audio`` is a WAV file, a folder (its ``*.wav``, recursively) or a list of either. Each recording is read
+as the model was trained (its sample rate, resampled if need be; its clip duration, cut or zero-padded),
+turned into filterbank features and classified by its output spike counts. ``artefact=<export folder>``
+runs the artefact through ``nwtrain.chipsim`` instead of the trained model: what the chip would answer.
+The artefact's files must match the sha256 that ``export.json`` records.
+
+Per recording: the class, the spike count of each class and a confidence, the softmax of the counts (the
+probability the training loss assigns). A recording with no output spike at all is flagged: its class is a
+tie-break, not a decision. The results go to ``predictions.csv`` in the output folder and to the console.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich import get_console
+from rich.table import Table
+
+from . import chipsim
+from .checkpoint import atomic_write_text, load_checkpoint
+from .chip import constant_q_bank
+from .data import ChipFilterbank, ClipRef, load_clips
+from .errors import ConfigError, DataError
+from .metrics import spike_counts
+from .train import build_model
+from .validation import check_output_dir, resolve_device
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_CSV = "predictions.csv"
+
+
+@dataclass(frozen=True)
+class Features:
+    """How a recording becomes the model's input: the filterbank and the clip duration."""
+
+    filterbank: ChipFilterbank
+    duration_s: float
+
+    def __call__(self, files: list[Path]) -> torch.Tensor:
+        rate = self.filterbank.sample_rate
+        waves, failures = load_clips([ClipRef(f) for f in files], rate, self.duration_s)
+        if failures:
+            raise DataError(f"{failures[0][1]} (nwtrain-predict reads WAV files that hold audio)")
+        return self.filterbank(waves)
+
+
+def audio_files(audio) -> list[Path]:
+    """The recordings ``audio`` names: a WAV file, a folder of them (recursively) or a list of either."""
+    entries = list(audio) if isinstance(audio, (list, tuple, ListConfig)) else [audio]
+    files: list[Path] = []
+    for entry in entries:
+        path = Path(str(entry)).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() == ".wav")
+            if not found:
+                raise DataError(f"audio: the folder {path} holds no .wav file")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"audio: {path} does not exist")
+    if not files:
+        raise ConfigError("audio", "names no recording; give a WAV file, a folder or a list of them")
+    return files
+
+
+def checkpoint_classifier(ckpt_path: str, device: torch.device):
+    """``(classes, features, counts_fn)`` of a checkpoint's nominal model (no mismatch draw)."""
+    ckpt = load_checkpoint(ckpt_path)
+    config = OmegaConf.create(ckpt["config"])
+    data = config.data
+    freqs, q = constant_q_bank(int(data.get("bands_per_octave", 2)))
+    filterbank = ChipFilterbank(
+        int(data.sample_rate),
+        float(data.sim_time_s),
+        freqs,
+        q,
+        str(data.get("compression", "none")),
+        float(data.get("compression_floor_db", -60.0)),
+    )
+    model_cfg = OmegaConf.merge(config.model, {"stddev": 0.0, "ileak_mismatch": False})
+    model = build_model(model_cfg, int(ckpt["n_channels"]), len(ckpt["classes"]), device)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+
+    @torch.no_grad()
+    def counts(features: torch.Tensor) -> np.ndarray:
+        return spike_counts(model(features.to(device), torch.Generator().manual_seed(0))).cpu().numpy()
+
+    return list(ckpt["classes"]), Features(filterbank, float(data.recording_duration_s)), counts
+
+
+def artefact_classifier(folder: str):
+    """``(classes, features, counts_fn)`` of an exported artefact, simulated by ``nwtrain.chipsim``."""
+    art = chipsim.load_artefact(folder)
+    fields = art.meta["features"]
+    try:
+        filterbank = ChipFilterbank.from_fields(fields)
+    except (KeyError, ValueError) as e:
+        raise chipsim.ArtefactError(f"{Path(folder) / chipsim.EXPORT_JSON}: features {e}") from None
+    return (
+        art.classes,
+        Features(filterbank, float(fields["recording_duration_s"])),
+        lambda x: chipsim.predict(art, x.numpy())[1],
+    )
+
+
+def classify(files: list[Path], classes: list[str], features: Features, counts_fn, batch: int = 64) -> list:
+    """One row per file: path, class, confidence, spike counts per class, whether the output was silent."""
+    rows = []
+    for start in range(0, len(files), batch):
+        chunk = files[start : start + batch]
+        counts = np.asarray(counts_fn(features(chunk)), dtype=np.float64)
+        prob = np.exp(counts - counts.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
+        for f, c, p in zip(chunk, counts, prob):
+            k = int(c.argmax())
+            rows.append(
+                {
+                    "file": str(f),
+                    "class": classes[k],
+                    "confidence": float(p[k]),
+                    "counts": c.astype(int).tolist(),
+                    "silent": not c.any(),
+                }
+            )
+    return rows
+
+
+def predict(cfg: DictConfig) -> dict:
+    """The runner behind ``nwtrain-predict``: classify ``cfg.audio`` with ``cfg.ckpt_path`` or
+    ``cfg.artefact``; writes ``predictions.csv`` to ``paths.output_dir`` and returns the rows."""
+    if (cfg.ckpt_path is None) == (cfg.artefact is None):
+        raise ConfigError(
+            "ckpt_path", "give exactly one of ckpt_path=<checkpoint> or artefact=<export folder>"
+        )
+    files = audio_files(cfg.audio)
+    out_dir = check_output_dir(cfg.paths.output_dir)
+    if cfg.artefact is not None:
+        classes, features, counts_fn = artefact_classifier(cfg.artefact)
+    else:
+        classes, features, counts_fn = checkpoint_classifier(cfg.ckpt_path, resolve_device(cfg))
+    rows = classify(files, classes, features, counts_fn)
+    lines = [["file", "class", "confidence", *(f"count_{c}" for c in classes), "silent_output"]]
+    lines += [[r["file"], r["class"], f"{r['confidence']:.4f}", *r["counts"], int(r["silent"])] for r in rows]
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(lines)
+    atomic_write_text(out_dir / PREDICTIONS_CSV, text.getvalue())
+    silent = sum(r["silent"] for r in rows)
+    if silent:
+        log.warning("%d of %d recordings made no output spike: their class is a tie-break", silent, len(rows))
+    _print(rows, classes, cfg.artefact or cfg.ckpt_path)
+    log.info("predictions written to %s", out_dir / PREDICTIONS_CSV)
+    return {"rows": rows, "output_dir": str(out_dir)}
+
+
+def _print(rows: list[dict], classes: list[str], source: str) -> None:
+    table = Table(title=f"nwtrain-predict: {source}")
+    for column in ("file", "class", "confidence", *classes):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        name = r["class"] + (" (no spikes)" if r["silent"] else "")
+        table.add_row(r["file"], name, f"{r['confidence']:.1%}", *(str(c) for c in r["counts"]))
+    get_console().print(table)
