@@ -79,7 +79,7 @@ def main(cfg: DictConfig) -> float:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def eval_main(cfg: DictConfig) -> float:
     """``nwtrain-eval ckpt_path=... [data=...] [split=test|val|train|all]``; returns the accuracy."""
-    return _run(lambda c: evaluate_checkpoint(c)["acc"], cfg)
+    return _run(lambda c: evaluate_checkpoint(c, HydraConfig.get().overrides.task)["acc"], cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
@@ -93,4 +93,6 @@ def predict_main(cfg: DictConfig) -> float:
 def export_main(cfg: DictConfig) -> float:
     """``nwtrain-export ckpt_path=... [project=true] [bits=5] [verify_split=test]``; returns the fraction of
     clips on which the artefact's simulator agrees with the model (NaN without verification)."""
-    return _run(lambda c: export_checkpoint(c).get("class_agreement", math.nan), cfg)
+    return _run(
+        lambda c: export_checkpoint(c, HydraConfig.get().overrides.task).get("class_agreement", math.nan), cfg
+    )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,19 @@ SPLITS = ("train", "val", "test")
 MISMATCH_SEED_OFFSET = 4_000_037
 CHIP_SEED_STRIDE = 7919
 TENSORBOARD_DIR = "tensorboard"
+# The data settings the model's input depends on: with data=<option>, each comes from the checkpoint unless
+# the command line sets it.
+INPUT_SETTINGS = (
+    "words",
+    "sample_rate",
+    "bands_per_octave",
+    "compression",
+    "compression_floor_db",
+    "recording_duration_s",
+    "sim_time_s",
+)
+# Overrides that would locate other data, which a checkpoint's resolved data config no longer follows.
+DATA_LOCATIONS = ("data.", "paths.real_data_dir", "paths.speech_commands_dir")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -60,20 +74,41 @@ class Run:
     device: torch.device
 
 
-def load_run(cfg: DictConfig, device: torch.device | None = None) -> Run:
-    """Load ``cfg.ckpt_path`` and build its data (``cfg.data`` when set; its classes must be the
-    checkpoint's). ``device`` None: ``cfg.trainer.device``."""
+def load_run(cfg: DictConfig, overrides: Sequence[str] = (), device: torch.device | None = None) -> Run:
+    """Load ``cfg.ckpt_path`` and build its data: the checkpoint's, or ``cfg.data`` when set, whose
+    ``INPUT_SETTINGS`` come from the checkpoint unless ``overrides`` (the command line's) set them; the
+    classes and channels must be the checkpoint's. ``device`` None: ``cfg.trainer.device``."""
     ckpt = load_checkpoint(cfg.ckpt_path)
     run_cfg = OmegaConf.create(ckpt["config"])
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     if cfg.get("data") is not None:
-        run_cfg = OmegaConf.merge(run_cfg, OmegaConf.masked_copy(cfg, ["data", "paths"]))
+        other = OmegaConf.masked_copy(cfg, ["data", "paths"])
+        for key in INPUT_SETTINGS:
+            if f"data.{key}" not in given:
+                other.data[key] = run_cfg.data[key]
+        run_cfg = OmegaConf.merge(run_cfg, other)
+    else:
+        moved = sorted(k for k in given if k.startswith(DATA_LOCATIONS))
+        if moved:
+            raise ConfigError(
+                moved[0],
+                f"the checkpoint's data config holds resolved paths (data.data_parent: "
+                f"{run_cfg.data.data_parent}), so {', '.join(moved)} would change nothing; name the data "
+                f"too, e.g. data=sc_excerpt {moved[0]}=...",
+            )
     validate_data_config(run_cfg)
     data = build_data(run_cfg.data)
     if data.classes != ckpt["classes"] or data.n_channels != ckpt["n_channels"]:
+        stored = OmegaConf.create(ckpt["config"]).data
+        changed = [
+            f"data.{k}={run_cfg.data[k]} (trained with {stored[k]})"
+            for k in INPUT_SETTINGS
+            if f"data.{k}" in given
+        ]
         raise DataError(
             f"the data ({data.classes}, {data.n_channels} channels) does not match checkpoint "
-            f"{cfg.ckpt_path} ({ckpt['classes']}, {ckpt['n_channels']} channels); set data.words to its "
-            f"classes, in order"
+            f"{cfg.ckpt_path} ({ckpt['classes']}, {ckpt['n_channels']} channels)"
+            + (f": {'; '.join(changed)}" if changed else "; set data.words to its classes, in order")
         )
     return Run(str(cfg.ckpt_path), ckpt, run_cfg, data, device if device is not None else resolve_device(cfg))
 
@@ -185,11 +220,12 @@ def yield_stats(accs: list[float], target: float) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 # The runner behind `nwtrain-eval`
 # ---------------------------------------------------------------------------------------------------------
-def evaluate_checkpoint(cfg: DictConfig) -> dict:
+def evaluate_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     """Evaluate ``cfg.ckpt_path``; writes eval.json (and with ``mismatch.instances`` a histogram per split
-    and TensorBoard entries) to ``paths.output_dir`` and returns the first split's result."""
+    and TensorBoard entries) to ``paths.output_dir`` and returns the first split's result. ``overrides``:
+    the command line's, which decide the data settings (``load_run``)."""
     out_dir = check_output_dir(cfg.paths.output_dir)
-    run = load_run(cfg)
+    run = load_run(cfg, overrides)
     splits = list(SPLITS) if cfg.split == "all" else [cfg.split]
     if not set(splits) <= set(SPLITS):
         raise DataError(f"split: {cfg.split!r} is not one of {', '.join(SPLITS)}, all")

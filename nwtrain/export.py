@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -635,7 +636,7 @@ def verify(folder: str | Path, model: nn.Module, loader, limit: int | None = Non
 # ---------------------------------------------------------------------------------------------------------
 # The runner behind `nwtrain-export`
 # ---------------------------------------------------------------------------------------------------------
-def export_checkpoint(cfg) -> dict:
+def export_checkpoint(cfg, overrides: Sequence[str] = ()) -> dict:
     """Export ``cfg.ckpt_path`` into ``paths.output_dir`` and verify the artefact on ``cfg.verify_split``;
     returns the verification (also in verification.json), or an empty dict without one."""
     # Imported here: the library part of this module stays free of the runner's Hydra-side modules.
@@ -651,7 +652,7 @@ def export_checkpoint(cfg) -> dict:
     if cfg.verify_split not in (None, *SPLITS):
         raise ConfigError("verify_split", f"{cfg.verify_split!r} is not one of {', '.join(SPLITS)} or null")
     out_dir = check_output_dir(cfg.paths.output_dir)
-    run = load_run(cfg, device=torch.device("cpu"))
+    run = load_run(cfg, overrides, device=torch.device("cpu"))
     model = load_model(run, stddev=0.0, ileak_mismatch=False)
     loader = run.data.loaders[cfg.verify_split] if cfg.verify_split else None
     if loader is not None and len(loader.dataset) == 0:

@@ -173,6 +173,11 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def validate_data_config(cfg: DictConfig) -> None:
+    if _get(cfg, "data.data_parent") is None:
+        raise ConfigError(
+            "data.data_parent",
+            "is not set: give the folder of <class>/*.wav, e.g. data=folder data.data_parent=/path/to/tree",
+        )
     words = _get(cfg, "data.words")
     not_words = [w for w in words or () if not isinstance(w, str)]
     if not_words:

@@ -243,7 +243,9 @@ class NWaveDataGen:
         """``{"train", "val", "test"}`` DataLoaders; only train is shuffled (seeded by ``random_state``)."""
         loaders = {}
         for split, dataset in self.datasets().items():
-            shuffle = split == "train" and self.config.shuffle_train
+            # An empty split (a test-only tree's train split) has nothing to shuffle, and a RandomSampler
+            # refuses it: evaluation must not need a training loader.
+            shuffle = split == "train" and self.config.shuffle_train and len(dataset) > 0
             loaders[split] = DataLoader(
                 dataset,
                 batch_size=self.config.batch_size,
