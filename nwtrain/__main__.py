@@ -10,6 +10,11 @@ import sys
 
 
 def _launch(entry: str) -> None:
+    if "--version" in sys.argv[1:]:
+        from nwtrain import __version__
+
+        print(f"nwtrain {__version__}")
+        return
     try:
         from nwtrain import cli
 

@@ -50,6 +50,7 @@ from .layers import (
     prepare_net,
 )
 from .models import _Diagonal, weight_limit
+from .provenance import provenance as origin
 from .quant import RangeQuantizer, decode
 from .topology import block_signs, block_view, violating_blocks
 
@@ -479,7 +480,7 @@ def build_artefact(
         "projection": dep.projection,
         "provenance": {
             **(provenance or {}),
-            "nwtrain_version": __version__,
+            **origin(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }

@@ -36,6 +36,7 @@ from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError,
 from .loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from .metrics import spike_counts
 from .models import KWSNet
+from .provenance import provenance
 from .topology import violating_blocks
 from .tracking import RunTracker, print_summary
 from .validation import check_output_dir, check_words, resolve_device, validate_config
@@ -275,7 +276,7 @@ class TrainState:
         self.best_val_acc, self.best_epoch = val_acc, self.epoch
         return True
 
-    def payload(self, model, optimizer, generator, config_yaml: str, data: Data) -> dict:
+    def payload(self, model, optimizer, generator, config_yaml: str, data: Data, origin: dict) -> dict:
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -292,6 +293,7 @@ class TrainState:
             "config": config_yaml,
             "classes": data.classes,
             "n_channels": data.n_channels,
+            "provenance": origin,
         }
 
 
@@ -441,6 +443,7 @@ def train(cfg: DictConfig) -> dict:
         torch.set_num_threads(trainer.num_threads)
     device = resolve_device(cfg)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    origin = provenance()
 
     data = build_data(cfg.data)
     train_loader, val_loader = data.loaders["train"], data.loaders["val"]
@@ -460,8 +463,11 @@ def train(cfg: DictConfig) -> dict:
     state = TrainState() if ckpt is None else restore(ckpt, ckpt_path, model, optimizer, mismatch, data, lrs)
     weights = LossWeights.from_cfg(cfg.loss)
 
+    def snapshot() -> dict:
+        return state.payload(model, optimizer, mismatch, config_yaml, data, origin)
+
     def save(name: str) -> Path:
-        return save_checkpoint(ckpt_dir / name, state.payload(model, optimizer, mismatch, config_yaml, data))
+        return save_checkpoint(ckpt_dir / name, snapshot())
 
     def save_both() -> None:
         # best.ckpt first: a kill between the two writes leaves it ahead of last.ckpt, never behind, and a
@@ -537,7 +543,7 @@ def train(cfg: DictConfig) -> dict:
                 state.epoch, state.batch, state.sums = state.epoch + 1, 0, {}
                 if state.update_best(val["acc"], trainer.early_stopping_patience):
                     state.best = None  # the snapshot holds no older best of its own
-                    state.best = copy.deepcopy(state.payload(model, optimizer, mismatch, config_yaml, data))
+                    state.best = copy.deepcopy(snapshot())
                 save_both()
                 tracker.epoch_done(record, model)
                 if state.early_stopped:
@@ -576,6 +582,7 @@ def train(cfg: DictConfig) -> dict:
         "classes": data.classes,
         "run_dir": str(out_dir),
         "checkpoints": {"best": str(ckpt_dir / BEST), "last": str(ckpt_dir / LAST)},
+        "provenance": origin,
     }
     atomic_write_json(out_dir / "summary.json", summary)
     if logger.plots:

@@ -4,13 +4,18 @@ test-only tree needs no training loader, and overrides that would change nothing
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_cli_helpers import CONF_DIR, checkpoint_config, compose_config, tiny_cache, tiny_overrides
 
+import nwtrain
 from nwtrain.errors import ConfigError, DataError
 from nwtrain.evaluate import evaluate_checkpoint
+from nwtrain.provenance import provenance
 from nwtrain.train import train
 from nwtrain.validation import validate_config
 
@@ -106,3 +111,46 @@ def test_the_fsdd_example_composes():
     overrides = shlex.split(line.split("nwtrain", 1)[1])
     cfg = compose_config([*overrides, "paths.output_dir=/tmp/unused"])
     assert cfg.data.dataloader_config.test_split == 0 and list(cfg.data.test_speakers) == ["george"]
+
+
+@pytest.mark.parametrize(
+    "entry, words",
+    [
+        ("train", ["nwtrain: train", "== Config groups", "experiment: digits_embedded_lif"]),
+        ("predict", ["nwtrain-predict: the class", "audio: ???"]),
+    ],
+)
+def test_help_describes_each_command(entry, words, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", f"from nwtrain.__main__ import {entry}; {entry}()", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert all(w in out for w in words) and "powered by Hydra" not in out
+
+
+def test_version_and_provenance(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "nwtrain", "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == f"nwtrain {nwtrain.__version__}\n"
+    origin = provenance()
+    assert origin["torch"] == torch.__version__ and origin["nwtrain"] == nwtrain.__version__
+    assert origin["git_commit"] is None or len(origin["git_commit"].removesuffix("-dirty")) == 40
+
+
+def test_the_readme_python_snippet_runs(tmp_path):
+    """The README's runnable Python block, as written."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [snippet] = [b for b in readme.split("```python\n")[1:] if "prepare_net(torch.nn.Sequential" in b]
+    code = snippet.split("```")[0]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("torch.Size([4, 125, 32]) firing rate ")
