@@ -35,6 +35,7 @@ from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError,
 from .loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from .metrics import spike_counts
 from .models import KWSNet
+from .optim import load_annealed_state
 from .topology import violating_blocks
 from .tracking import RunTracker, print_summary
 from .validation import check_output_dir, check_words, resolve_device, validate_config
@@ -316,7 +317,7 @@ def restore(ckpt: dict, path, model, optimizer, generator, data: Data) -> TrainS
             f"checkpoint {path} was trained on classes {ckpt['classes']}, the data has {data.classes}"
         )
     try:
-        model.load_state_dict(ckpt["model"])
+        load_annealed_state(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from None
@@ -403,8 +404,9 @@ def train(cfg: DictConfig) -> dict:
                 f"class-folder tree"
             )
     model = build_model(cfg.model, data, device)
+    # Before the optimiser: SignAnnealing parametrises the weights, and the optimiser holds the originals.
+    annealer = instantiate(cfg.variant.sign_annealing)(model) if cfg.variant.sign_annealing else None
     optimizer = instantiate(cfg.optim.optimizer)(model.param_groups(cfg.optim.lr_frontend, cfg.optim.lr_core))
-    annealer = instantiate(cfg.optim.sign_annealing)(model) if cfg.optim.sign_annealing else None
     # Built before a checkpoint's optimiser state is loaded: it takes the configured rates as its base.
     schedule = instantiate(cfg.optim.scheduler)(optimizer) if cfg.optim.get("scheduler") else None
     mismatch = torch.Generator().manual_seed(seed)
@@ -412,7 +414,10 @@ def train(cfg: DictConfig) -> dict:
     weights = LossWeights.from_cfg(cfg.loss)
 
     def save(name: str) -> Path:
-        return save_checkpoint(ckpt_dir / name, state.payload(model, optimizer, mismatch, config_yaml, data))
+        payload = state.payload(model, optimizer, mismatch, config_yaml, data)
+        return save_checkpoint(
+            ckpt_dir / name, {**payload, "chip": cfg.model.chip, "variant": cfg.variant.name}
+        )
 
     log.info(
         "run folder %s | %s on %s | classes %s | %d train, %d val samples, %d channels%s",
@@ -440,6 +445,7 @@ def train(cfg: DictConfig) -> dict:
                 batches = epoch_batches(train_loader, seed, state.epoch, trainer.limit_train_batches)
                 if schedule is not None:
                     schedule.set_epoch(state.epoch)
+                hardness = annealer.step(model, state.epoch) if annealer is not None else None
                 tracker.start_epoch(state.epoch, len(batches), state.batch)
                 model.train()
                 for x, y in batch_loader(train_loader, batches[state.batch :]):
@@ -460,7 +466,6 @@ def train(cfg: DictConfig) -> dict:
                         stop.signum, f"in epoch {state.epoch + 1} after {state.batch} batches", path
                     )
 
-                hardness = annealer.step(model, state.epoch) if annealer is not None else None
                 val = evaluate(
                     model,
                     val_loader,
@@ -499,6 +504,7 @@ def train(cfg: DictConfig) -> dict:
         "status": "early_stopped" if state.early_stopped else "completed",
         "experiment": cfg.experiment_name,
         "chip": cfg.model.chip,
+        "variant": cfg.variant.name,
         "best_val_acc": state.best_val_acc,
         "best_epoch": state.best_epoch,
         "last_val_acc": state.history[-1]["accuracy/val"],
