@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -118,6 +118,19 @@ def load_annealed_state(net: nn.Module, state: Mapping[str, torch.Tensor]) -> No
             "variant.sign_annealing=null; nwtrain-eval and nwtrain-export load it as it is"
         )
     net.load_state_dict(state)
+
+
+def exposed_parameters(net: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``net.named_parameters()`` with every parametrised tensor as its module exposes it, under the
+    module's own name (``syn_hidden.weight``, not ``syn_hidden.parametrizations.weight.original``)."""
+    for name, p in net.named_parameters():
+        parts = name.split(".")
+        if "parametrizations" not in parts:
+            yield name, p
+            continue
+        i = parts.index("parametrizations")
+        owner, tensor = ".".join(parts[:i]), parts[i + 1]
+        yield ".".join([*parts[:i], tensor]), getattr(net.get_submodule(owner), tensor)
 
 
 @torch.no_grad()

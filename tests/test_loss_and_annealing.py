@@ -13,7 +13,13 @@ from nwtrain.layers import H1v1Frontend, H1v1Synapse, H1v2Synapse, LIFSynapse, p
 from nwtrain.loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from nwtrain.metrics import accuracy
 from nwtrain.models import KWSNet
-from nwtrain.optim import SignAnnealing, SignBlocks, bake_sign_blocks, load_annealed_state
+from nwtrain.optim import (
+    SignAnnealing,
+    SignBlocks,
+    bake_sign_blocks,
+    exposed_parameters,
+    load_annealed_state,
+)
 from nwtrain.topology import violating_blocks
 
 
@@ -194,6 +200,9 @@ def test_annealed_states_round_trip_and_plain_ones_still_load():
     load_annealed_state(KWSNet(13, 2, chip="h1v2", hidden_size=16), plain)
     with pytest.raises(ValueError, match="weights are plain"):
         load_annealed_state(fresh, plain)
+    names = dict(exposed_parameters(fresh))
+    assert "syn_out.weight" in names and not any("parametrizations" in n for n in names)
+    assert torch.equal(names["syn_out.weight"], fresh.syn_out.weight)
     exposed = fresh.syn_out.weight.detach().clone()
     bake_sign_blocks(fresh)
     assert not parametrize.is_parametrized(fresh) and isinstance(fresh.syn_out.weight, nn.Parameter)
