@@ -36,6 +36,7 @@ from .checkpoint import atomic_write_json, load_checkpoint
 from .errors import CheckpointError, ConfigError, DataError
 from .export import deploy
 from .models import KWSNet
+from .optim import load_annealed_state
 from .train import EVAL_SEED_OFFSETS, Data, build_data, build_model, evaluate
 from .validation import check_output_dir, resolve_device, validate_data_config
 
@@ -119,7 +120,7 @@ def load_model(run: Run, **model_overrides) -> KWSNet:
     model_cfg = OmegaConf.merge(run.config.model, model_overrides)
     model = build_model(model_cfg, run.data.n_channels, len(run.data.classes), run.device)
     try:
-        model.load_state_dict(run.ckpt["model"])
+        load_annealed_state(model, run.ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {run.ckpt_path} does not fit its own model config: {e}") from None
     return model

@@ -50,6 +50,7 @@ from .layers import (
     prepare_net,
 )
 from .models import _Diagonal, weight_limit
+from .optim import bake_sign_blocks
 from .provenance import provenance as origin
 from .quant import RangeQuantizer, decode
 from .topology import block_signs, block_view, violating_blocks
@@ -291,7 +292,9 @@ def deploy(model: nn.Module, bits: int | None = None, project_weights: bool = Fa
 
     Violations raise ``ExportRefused`` (listing them) unless ``project_weights``, which projects them.
     On return every synapse of ``model`` holds exactly ``codes * scale + offset`` with no quantiser left, so
-    it computes what the artefact describes (mismatch, if the model has any, still applies on top)."""
+    it computes what the artefact describes (mismatch, if the model has any, still applies on top). A
+    SignAnnealing parametrisation is baked in first: the chip holds the weights the model exposes."""
+    bake_sign_blocks(model)
     stages = network_stages(model)
     name = network_chip(stages)
     grid = chip_grid(name, stages, bits)

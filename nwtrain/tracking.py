@@ -24,6 +24,7 @@ from rich.table import Table
 from torch import nn
 
 from .checkpoint import atomic_write_jsonl
+from .optim import exposed_parameters
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class RunTracker:
         if self.writer is not None:
             self._scalars(record)
             if self.weight_histograms:
-                for name, p in model.named_parameters():
+                for name, p in exposed_parameters(model):
                     self.writer.add_histogram(f"weights/{name}", p.detach().cpu(), record["epoch"])
             self.writer.flush()
         self.progress.update(

@@ -36,6 +36,7 @@ from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError,
 from .loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from .metrics import spike_counts
 from .models import KWSNet
+from .optim import load_annealed_state
 from .provenance import provenance
 from .topology import violating_blocks
 from .tracking import RunTracker, print_summary
@@ -361,7 +362,7 @@ def restore(ckpt: dict, path, model, optimizer, generator, data: Data, lrs: dict
             f"checkpoint {path} was trained on classes {ckpt['classes']}, the data has {data.classes}"
         )
     try:
-        model.load_state_dict(ckpt["model"])
+        load_annealed_state(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from None
@@ -454,8 +455,9 @@ def train(cfg: DictConfig) -> dict:
                 f"class-folder tree"
             )
     model = build_model(cfg.model, data.n_channels, len(data.classes), device)
+    # Before the optimiser: SignAnnealing parametrises the weights, and the optimiser holds the originals.
+    annealer = instantiate(cfg.variant.sign_annealing)(model) if cfg.variant.sign_annealing else None
     optimizer = instantiate(cfg.optim.optimizer)(model.param_groups(cfg.optim.lr_frontend, cfg.optim.lr_core))
-    annealer = instantiate(cfg.optim.sign_annealing)(model) if cfg.optim.sign_annealing else None
     # Built before a checkpoint's optimiser state is loaded: it takes the configured rates as its base.
     schedule = instantiate(cfg.optim.scheduler)(optimizer) if cfg.optim.get("scheduler") else None
     mismatch = torch.Generator().manual_seed(seed)
@@ -464,7 +466,8 @@ def train(cfg: DictConfig) -> dict:
     weights = LossWeights.from_cfg(cfg.loss)
 
     def snapshot() -> dict:
-        return state.payload(model, optimizer, mismatch, config_yaml, data, origin)
+        payload = state.payload(model, optimizer, mismatch, config_yaml, data, origin)
+        return {**payload, "chip": cfg.model.chip, "variant": cfg.variant.name}
 
     def save(name: str) -> Path:
         return save_checkpoint(ckpt_dir / name, snapshot())
@@ -510,6 +513,7 @@ def train(cfg: DictConfig) -> dict:
                 batches = epoch_batches(train_loader, seed, state.epoch, trainer.limit_train_batches)
                 if schedule is not None:
                     schedule.set_epoch(state.epoch)
+                hardness = annealer.step(model, state.epoch) if annealer is not None else None
                 tracker.start_epoch(state.epoch, len(batches), state.batch)
                 model.train()
                 for x, y in batch_loader(train_loader, batches[state.batch :]):
@@ -530,7 +534,6 @@ def train(cfg: DictConfig) -> dict:
                         stop.signum, f"in epoch {state.epoch + 1} after {state.batch} batches", path
                     )
 
-                hardness = annealer.step(model, state.epoch) if annealer is not None else None
                 val = evaluate(
                     model,
                     val_loader,
@@ -569,6 +572,7 @@ def train(cfg: DictConfig) -> dict:
         "status": "early_stopped" if state.early_stopped else "completed",
         "experiment": cfg.experiment_name,
         "chip": cfg.model.chip,
+        "variant": cfg.variant.name,
         "best_val_acc": state.best_val_acc,
         "best_epoch": state.best_epoch,
         "last_val_acc": state.history[-1]["accuracy/val"],

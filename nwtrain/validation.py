@@ -155,8 +155,12 @@ def validate_config(cfg: DictConfig) -> None:
 
     _number(cfg, "optim.lr_frontend", low=0)
     _number(cfg, "optim.lr_core", low=0, low_open=True)
-    if _get(cfg, "optim.sign_annealing") is not None and chip == "lif":
-        raise ConfigError("optim.sign_annealing", "the LIF baseline has no sign blocks to anneal")
+    if _get(cfg, "variant.sign_annealing") is not None and chip == "lif":
+        raise ConfigError(
+            "variant.sign_annealing",
+            f"variant={_get(cfg, 'variant.name')} anneals sign blocks, which the LIF baseline does not "
+            f"have; use variant=plain",
+        )
 
     _number(cfg, "trainer.epochs", low=1, integer=True)
     _number(cfg, "trainer.seed", low=0, integer=True)

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from test_cli_helpers import CONF_DIR, compose_config, read_jsonl, run_cli, tiny_cache, tiny_overrides
 
 from nwtrain import chip
+from nwtrain.errors import ConfigError
 from nwtrain.train import build_data
 from nwtrain.validation import validate_config
 
@@ -94,8 +95,36 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     assert cfg.data.recording_duration_s == (1.2 if chip_name == "lif" and speech_commands else 1.0)
     assert cfg.optim.scheduler.total_epochs == cfg.trainer.epochs
     assert cfg.model.quantization_bit == (5 if deployable else None)
-    assert (cfg.optim.sign_annealing is not None) == deployable
+    assert (cfg.variant.sign_annealing is not None) == deployable
     assert cfg.model.ileak_mismatch == (variant == "mismatch")
+
+
+VARIANTS = sorted(p.stem for p in (CONF_DIR / "variant").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_the_variant_decides_deployability(experiment, variant):
+    """SignAnnealing is on exactly for the hardware- and mismatch-aware variants, whatever the experiment
+    (its defaults included); the LIF baseline, which has no sign blocks, refuses them by name."""
+    cfg = compose_config([f"experiment={experiment}", f"variant={variant}", "paths.output_dir=unused"])
+    deployable = variant in ("hardware_aware", "mismatch_aware")
+    assert cfg.variant.name == variant
+    if cfg.model.chip == "lif" and deployable:
+        with pytest.raises(ConfigError, match=r"^variant\.\w+: "):
+            validate_config(cfg)
+        return
+    validate_config(cfg)
+    annealing = cfg.variant.sign_annealing
+    assert (annealing is not None) == deployable
+    if deployable:
+        assert annealing._target_ == "nwtrain.optim.SignAnnealing"
+        assert (annealing.total_epochs, annealing.alpha_start, annealing.alpha_end) == (
+            cfg.trainer.epochs,
+            0.5,
+            20.0,
+        )
+    assert "sign_annealing" not in cfg.optim
 
 
 def _parts(experiment: str) -> tuple[str, str, str]:
@@ -138,10 +167,10 @@ def test_every_group_option_instantiates(group, option, data_overrides):
     cfg = compose_config([*overrides, f"{group}={option}", *extra, "paths.output_dir=unused"])
     validate_config(cfg)
     model = instantiate(cfg.model, n_channels=13, n_classes=2, device="cpu")
+    if cfg.variant.sign_annealing:
+        instantiate(cfg.variant.sign_annealing)(model)
     optimizer = instantiate(cfg.optim.optimizer)(model.param_groups(cfg.optim.lr_frontend, cfg.optim.lr_core))
     assert isinstance(optimizer, torch.optim.Adam)
-    if cfg.optim.sign_annealing:
-        instantiate(cfg.optim.sign_annealing)(model)
     if cfg.optim.scheduler:
         instantiate(cfg.optim.scheduler)(optimizer).set_epoch(1)
     if group == "data":

@@ -33,14 +33,13 @@ from nwtrain.quant import RangeQuantizer
 from nwtrain.train import evaluate, train
 
 # Tiny runs (a few seconds) whose output layers fire and tell the words apart better than chance: the
-# comparison with the simulator is not one of silent networks. Those with SignAnnealing export their last
-# weights as they are (on the grid, every sign block uniform: the annealing projects at the last epoch);
-# the others need projection (float weights).
+# comparison with the simulator is not one of silent networks. The hardware-aware ones (SignAnnealing) export
+# their last weights as they are (on the grid, every sign block uniform); the others need projection (float
+# weights).
 TINY = ["model.hidden_size=16", "trainer.epochs=10", "optim.lr_core=1e-2"]
-ANNEALED = ["optim=adam_sign_annealing"]
 CLEAN = {
-    "h1v1_hw": ["experiment=yesno_h1v1_hw", *ANNEALED, "model.dense_init_bound=0.9"],
-    "h1v2_hw": ["experiment=yesno_h1v2_hw", *ANNEALED, "model.dense_init_bound=1.66"],
+    "h1v1_hw": ["experiment=yesno_h1v1_hw", "model.dense_init_bound=0.9"],
+    "h1v2_hw": ["experiment=yesno_h1v2_hw", "model.dense_init_bound=1.66"],
 }
 PROJECTED = {
     "h1v1_plain": (["experiment=yesno_h1v1_plain", "model.dense_init_bound=0.9"], []),

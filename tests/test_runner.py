@@ -9,7 +9,7 @@ from test_cli_helpers import compose_config, deterministic, read_jsonl, tiny_cac
 
 from nwtrain.callbacks import summarize_sweep
 from nwtrain.checkpoint import load_checkpoint
-from nwtrain.errors import ConfigError
+from nwtrain.errors import CheckpointError, ConfigError
 from nwtrain.evaluate import evaluate_checkpoint
 from nwtrain.train import train
 
@@ -49,7 +49,13 @@ def test_one_epoch_run_folder_and_checkpoint(run, tmp_path):
     assert (ckpt["epoch"], ckpt["batch"], ckpt["best_epoch"]) == (1, 0, 1)
     assert ckpt["best_val_acc"] == summary["best_val_acc"]
     assert set(ckpt["rng"]) == {"torch", "cuda", "numpy", "python", "mismatch"}
-    assert "param_groups" in ckpt["optimizer"] and "syn_hidden.weight" in ckpt["model"]
+    # The default experiment is mismatch-aware: its dense weights are SignAnnealing's parametrisation.
+    assert (
+        "param_groups" in ckpt["optimizer"] and "syn_hidden.parametrizations.weight.original" in ckpt["model"]
+    )
+    assert (
+        (ckpt["chip"], ckpt["variant"]) == ("h1v1", "mismatch_aware") == (summary["chip"], summary["variant"])
+    )
     config = OmegaConf.create(ckpt["config"])  # the resolved config, as YAML
     assert config.model.hidden_size == 8 and config.paths.output_dir == str(out)
     assert ckpt["classes"] == ["yes", "no"] and ckpt["n_channels"] == 13
@@ -84,9 +90,24 @@ def test_early_stopping_after_patience_epochs_without_gain(run):
 
 
 def test_sign_annealing_leaves_every_block_sign_uniform(run, tmp_path):
-    run("sa", "optim=adam_sign_annealing", "trainer.epochs=2")
-    last = read_jsonl(tmp_path / "sa" / "metrics.jsonl")[-1]
-    assert last["hardware/sign_hardness"] == 1.0 and last["hardware/sign_violations"] == 0
+    run("sa", "experiment=yesno_h1v2_hw", "trainer.epochs=2")
+    history = read_jsonl(tmp_path / "sa" / "metrics.jsonl")
+    assert history[-1]["hardware/sign_hardness"] == 1.0
+    assert [r["hardware/sign_violations"] for r in history] == [0, 0]
+
+
+def test_a_checkpoint_with_plain_weights_evaluates_but_resumes_only_unannealed(run, tmp_path, cache):
+    # What a hardware-aware run wrote before SignAnnealing was a parametrisation: plain weight keys.
+    summary = run("old", "experiment=yesno_h1v1_hw", "variant.sign_annealing=null")
+    ckpt = tmp_path / "old" / "checkpoints" / "best.ckpt"
+    assert "syn_out.weight" in load_checkpoint(ckpt)["model"]
+    cfg = compose_config(
+        [f"ckpt_path={ckpt}", f"paths.output_dir={tmp_path / 'eval'}", f"paths.cache_dir={cache}"],
+        config_name="eval",
+    )
+    assert evaluate_checkpoint(cfg)["acc"] == summary["test_acc"]
+    with pytest.raises(CheckpointError, match=r"resumes only with variant.sign_annealing=null; nwtrain-eval"):
+        run("resumed", "experiment=yesno_h1v1_hw", "trainer.epochs=2", f"ckpt_path={ckpt}")
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
