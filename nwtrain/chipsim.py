@@ -233,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     except (NwtrainError, ValueError, OSError) as e:
         print(f"chipsim: {e}", file=sys.stderr)
         return 1
+    print("\t".join(["clip", "class", *(f"count_{c}" for c in art.classes)]))
     for i, (k, c) in enumerate(zip(labels, counts)):
-        print(f"{i}\t{art.classes[k]}\t{' '.join(str(int(n)) for n in c)}")
+        print("\t".join([str(i), art.classes[k], *(str(int(n)) for n in c)]))
     return 0
 
 

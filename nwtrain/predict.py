@@ -9,6 +9,10 @@ The artefact's files must match the sha256 that ``export.json`` records.
 Per recording: the class, the spike count of each class and a confidence, the softmax of the counts (the
 probability the training loss assigns). A recording with no output spike at all is flagged: its class is a
 tie-break, not a decision. The results go to ``predictions.csv`` in the output folder and to the console.
+
+``stream=true`` treats each recording as a long stream instead (``nwtrain.streaming``): every stretch of
+sound that stands out of the background is a candidate keyword, classified by the model's window slid over
+it; the onsets and classes go to ``detections.csv``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich import get_console
@@ -31,12 +36,15 @@ from .chip import constant_q_bank
 from .data import ChipFilterbank, ClipRef, load_clips
 from .errors import ConfigError, DataError
 from .metrics import spike_counts
+from .optim import load_annealed_state
+from .streaming import Detection, StreamSettings, detect_keywords
 from .train import build_model
 from .validation import check_output_dir, resolve_device
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS_CSV = "predictions.csv"
+DETECTIONS_CSV = "detections.csv"
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,17 @@ class Features:
         if failures:
             raise DataError(f"{failures[0][1]} (nwtrain-predict reads WAV files that hold audio)")
         return self.filterbank(waves)
+
+    def recording(self, path: Path) -> torch.Tensor:
+        """All of the recording at ``path``, mono, at the model's sample rate."""
+        try:
+            duration_s = sf.info(str(path)).duration
+        except (RuntimeError, OSError) as e:
+            raise DataError(f"{path}: cannot be read as audio ({e})") from None
+        waves, failures = load_clips([ClipRef(path)], self.filterbank.sample_rate, duration_s)
+        if failures:
+            raise DataError(f"{failures[0][1]} (nwtrain-predict reads WAV files that hold audio)")
+        return waves[0]
 
 
 def audio_files(audio) -> list[Path]:
@@ -90,7 +109,7 @@ def checkpoint_classifier(ckpt_path: str, device: torch.device):
     )
     model_cfg = OmegaConf.merge(config.model, {"stddev": 0.0, "ileak_mismatch": False})
     model = build_model(model_cfg, int(ckpt["n_channels"]), len(ckpt["classes"]), device)
-    model.load_state_dict(ckpt["model"])
+    load_annealed_state(model, ckpt["model"])
     model.eval()
 
     @torch.no_grad()
@@ -137,9 +156,38 @@ def classify(files: list[Path], classes: list[str], features: Features, counts_f
     return rows
 
 
+def stream(files: list[Path], features: Features, counts_fn, settings: StreamSettings) -> list[dict]:
+    """One row per stretch of sound in each recording: its onset and end, class, confidence and counts."""
+    rows = []
+    for f in files:
+        wave = features.recording(f)
+        found = detect_keywords(
+            wave,
+            features.filterbank.sample_rate,
+            features.duration_s,
+            lambda w: counts_fn(features.filterbank(w)),
+            settings,
+        )
+        rows += [_detection_row(f, d) for d in found]
+    return rows
+
+
+def _detection_row(file: Path, d: Detection) -> dict:
+    return {
+        "file": str(file),
+        "onset_s": d.onset_s,
+        "end_s": d.end_s,
+        "class_index": d.label,
+        "confidence": d.confidence,
+        "counts": list(d.counts),
+        "silent": d.silent,
+    }
+
+
 def predict(cfg: DictConfig) -> dict:
     """The runner behind ``nwtrain-predict``: classify ``cfg.audio`` with ``cfg.ckpt_path`` or
-    ``cfg.artefact``; writes ``predictions.csv`` to ``paths.output_dir`` and returns the rows."""
+    ``cfg.artefact`` (or, with ``cfg.stream``, find the keywords in it); writes ``predictions.csv`` (or
+    ``detections.csv``) to ``paths.output_dir`` and returns the rows."""
     if (cfg.ckpt_path is None) == (cfg.artefact is None):
         raise ConfigError(
             "ckpt_path", "give exactly one of ckpt_path=<checkpoint> or artefact=<export folder>"
@@ -150,25 +198,43 @@ def predict(cfg: DictConfig) -> dict:
         classes, features, counts_fn = artefact_classifier(cfg.artefact)
     else:
         classes, features, counts_fn = checkpoint_classifier(cfg.ckpt_path, resolve_device(cfg))
-    rows = classify(files, classes, features, counts_fn)
-    lines = [["file", "class", "confidence", *(f"count_{c}" for c in classes), "silent_output"]]
-    lines += [[r["file"], r["class"], f"{r['confidence']:.4f}", *r["counts"], int(r["silent"])] for r in rows]
+    if cfg.stream:
+        try:
+            settings = StreamSettings(**OmegaConf.to_container(cfg.streaming))
+        except (TypeError, ValueError) as e:
+            raise ConfigError("streaming", str(e)) from None
+        rows = stream(files, features, counts_fn, settings)
+        for r in rows:
+            r["class"] = classes[r.pop("class_index")]
+        columns = ["file", "onset_s", "end_s"]
+        csv_name = DETECTIONS_CSV
+    else:
+        rows = classify(files, classes, features, counts_fn)
+        columns = ["file"]
+        csv_name = PREDICTIONS_CSV
+    lines = [[*columns, "class", "confidence", *(f"count_{c}" for c in classes), "silent_output"]]
+    lines += [
+        [*(r[c] for c in columns), r["class"], f"{r['confidence']:.4f}", *r["counts"], int(r["silent"])]
+        for r in rows
+    ]
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(lines)
-    atomic_write_text(out_dir / PREDICTIONS_CSV, text.getvalue())
+    atomic_write_text(out_dir / csv_name, text.getvalue())
     silent = sum(r["silent"] for r in rows)
     if silent:
-        log.warning("%d of %d recordings made no output spike: their class is a tie-break", silent, len(rows))
-    _print(rows, classes, cfg.artefact or cfg.ckpt_path)
-    log.info("predictions written to %s", out_dir / PREDICTIONS_CSV)
+        what = "stretches of sound" if cfg.stream else "recordings"
+        log.warning("%d of %d %s made no output spike: their class is a tie-break", silent, len(rows), what)
+    _print(rows, columns, classes, cfg.artefact or cfg.ckpt_path)
+    log.info("%s written to %s", "detections" if cfg.stream else "predictions", out_dir / csv_name)
     return {"rows": rows, "output_dir": str(out_dir)}
 
 
-def _print(rows: list[dict], classes: list[str], source: str) -> None:
+def _print(rows: list[dict], columns: list[str], classes: list[str], source: str) -> None:
     table = Table(title=f"nwtrain-predict: {source}")
-    for column in ("file", "class", "confidence", *classes):
+    for column in (*columns, "class", "confidence", *classes):
         table.add_column(column, overflow="fold")
     for r in rows:
         name = r["class"] + (" (no spikes)" if r["silent"] else "")
-        table.add_row(r["file"], name, f"{r['confidence']:.1%}", *(str(c) for c in r["counts"]))
+        cells = (f"{r[c]:.3f}" if isinstance(r[c], float) else r[c] for c in columns)
+        table.add_row(*cells, name, f"{r['confidence']:.1%}", *(str(c) for c in r["counts"]))
     get_console().print(table)

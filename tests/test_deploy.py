@@ -157,7 +157,9 @@ def test_the_simulator_runs_without_torch_or_training_code(runs, cache, tmp_path
     )
     assert proc.returncode == 0, proc.stderr
     labels, _ = chipsim.predict(chipsim.load_artefact(tmp_path), x.numpy())
-    assert [line.split("\t")[1] for line in proc.stdout.splitlines()] == [["yes", "no"][k] for k in labels]
+    header, *lines = proc.stdout.splitlines()
+    assert header == "clip\tclass\tcount_yes\tcount_no"
+    assert [line.split("\t")[1] for line in lines] == [["yes", "no"][k] for k in labels]
 
 
 def _on_grid_model(runs, cache, tmp_path):
