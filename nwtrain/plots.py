@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .chip import SIGN_BLOCK_SIZE  # noqa: E402
@@ -27,31 +27,48 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_training_curves(history: Sequence[Mapping], path: Path, title: str) -> Path:
-    """Training loss and accuracy per epoch (tutorial 4's ``plot_histories`` plus the training accuracy)."""
+def plot_training_curves(
+    history: Sequence[Mapping], path: Path, title: str, best_epoch: int | None = None
+) -> Path:
+    """Loss and accuracy per epoch (tutorial 4's ``plot_histories`` plus training accuracy and validation
+    loss), the best epoch marked."""
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    axes[0].plot(epochs, [r["loss/total"] for r in history], linewidth=2, label="total")
-    axes[0].plot(epochs, [r["loss/cross_entropy"] for r in history], linewidth=1, label="cross entropy")
-    axes[0].set_title("Training loss")
+    axes[0].plot(epochs, [r["loss/total"] for r in history], linewidth=2, label="train total")
+    axes[0].plot(epochs, [r["loss/cross_entropy"] for r in history], linewidth=1, label="train cross entropy")
+    if all("loss/val_cross_entropy" in r for r in history):
+        val_loss = [r["loss/val_cross_entropy"] for r in history]
+        axes[0].plot(epochs, val_loss, linewidth=1.5, linestyle="--", label="validation cross entropy")
+    axes[0].set_title("Loss")
     axes[0].set_ylabel("Loss")
-    axes[0].legend(loc="upper right")
     axes[1].plot(epochs, [r["accuracy/train"] for r in history], linewidth=2, label="train")
     axes[1].plot(epochs, [r["accuracy/val"] for r in history], linewidth=2, label="validation")
     axes[1].set_title("Accuracy")
     axes[1].set_ylabel("Accuracy")
     axes[1].set_ylim(0.0, 1.05)
-    axes[1].legend(loc="lower right")
     for ax in axes:
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
         ax.set_xlabel("Epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
+    axes[0].legend(loc="upper right", fontsize=8)
+    axes[1].legend(loc="lower right", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def plot_spike_raster(spikes: Mapping[str, np.ndarray], dt: float, path: Path, title: str) -> Path:
-    """One panel per layer, ``spikes[name]`` of shape ``[T, N]`` (one sample)."""
+def plot_spike_raster(
+    spikes: Mapping[str, np.ndarray],
+    dt: float,
+    path: Path,
+    title: str,
+    classes: Sequence[str] = (),
+    population: int = 1,
+) -> Path:
+    """One panel per layer, ``spikes[name]`` of shape ``[T, N]`` (one sample). With ``classes``, the last
+    panel (the output layer, ``population`` neurons per class in class order) is labelled by class."""
     fig, axes = plt.subplots(len(spikes), 1, figsize=(10, 2.2 * len(spikes)), sharex=True, squeeze=False)
     for ax, (name, spk) in zip(axes[:, 0], spikes.items()):
         t, n = np.nonzero(np.asarray(spk))
@@ -60,6 +77,12 @@ def plot_spike_raster(spikes: Mapping[str, np.ndarray], dt: float, path: Path, t
         ax.set_ylim(-0.5, spk.shape[1] - 0.5)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{name}: {spk.mean():.3f} spikes / neuron / step", fontsize=9, loc="right")
+    if classes:
+        ax = axes[-1, 0]
+        ax.set_yticks([(k + 0.5) * population - 0.5 for k in range(len(classes))], list(classes))
+        for k in range(1, len(classes)):
+            ax.axhline(k * population - 0.5, color="grey", linewidth=0.6)
+        ax.set_ylabel(f"{next(reversed(spikes))}\nclass")
     axes[-1, 0].set_xlabel("time (ms)")
     axes[-1, 0].set_xlim(0, spikes[next(iter(spikes))].shape[0] * dt * 1e3)
     fig.suptitle(title)
@@ -68,28 +91,37 @@ def plot_spike_raster(spikes: Mapping[str, np.ndarray], dt: float, path: Path, t
 
 
 def plot_weight_signs(
-    weights: Mapping[str, np.ndarray], path: Path, title: str, block: int = SIGN_BLOCK_SIZE
+    weights: Mapping[str, np.ndarray], path: Path, title: str, block: int | None = SIGN_BLOCK_SIZE
 ) -> Path:
-    """Sign of each weight ``[inputs, outputs]`` (blue -, white 0, red +); dashed lines mark the blocks of
-    ``block`` outputs that must share a sign per input row, and a black frame marks each block that mixes
-    signs (what ``nwtrain.topology.violating_blocks`` reports)."""
+    """Sign of each weight ``[inputs, outputs]`` (blue -, white 0, red +). With ``block`` (a chip's routed
+    synapses), dashed lines mark the blocks of ``block`` outputs that must share a sign per input row, and a
+    black frame marks each block that mixes signs (what ``nwtrain.topology.violating_blocks`` reports);
+    ``None`` (the LIF baseline, which has no such rule) draws the signs alone."""
     fig, axes = plt.subplots(1, len(weights), figsize=(5 * len(weights), 5), squeeze=False)
-    cmap = ListedColormap(["#3b6fb6", "white", "#c8423b"])
+    colours = ["#3b6fb6", "white", "#c8423b"]
+    cmap = ListedColormap(colours)
     for ax, (name, w) in zip(axes[0], weights.items()):
         w = np.asarray(w)
         n_in, n_out = w.shape
         ax.imshow(np.sign(w), cmap=cmap, vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
-        for x in range(block, n_out, block):
-            ax.axvline(x - 0.5, color="grey", linestyle="--", linewidth=0.8)
-        bad = violating_blocks(torch.as_tensor(w), block)
-        for row, b in bad:
-            width = min(block, n_out - b * block)
-            ax.add_patch(Rectangle((b * block - 0.5, row - 0.5), width, 1, fill=False, linewidth=1.2))
-        n_blocks = n_in * -(-n_out // block)
-        ax.set_title(f"{name}: {len(bad)}/{n_blocks} blocks mix signs")
+        if block is None:
+            ax.set_title(f"{name}: {(w > 0).mean():.0%} positive, {(w < 0).mean():.0%} negative")
+        else:
+            for x in range(block, n_out, block):
+                ax.axvline(x - 0.5, color="grey", linestyle="--", linewidth=0.8)
+            bad = violating_blocks(torch.as_tensor(w), block)
+            for row, b in bad:
+                width = min(block, n_out - b * block)
+                ax.add_patch(Rectangle((b * block - 0.5, row - 0.5), width, 1, fill=False, linewidth=1.2))
+            n_blocks = n_in * -(-n_out // block)
+            ax.set_title(f"{name}: {len(bad)}/{n_blocks} blocks mix signs")
         ax.set_xlabel("output neuron")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("input")
+    legend = [Patch(facecolor=c, edgecolor="grey", label=f"weight {lbl}") for c, lbl in zip(colours, "-0+")]
+    if block is not None:
+        legend.append(Patch(fill=False, edgecolor="black", label=f"block of {block} mixing signs"))
+    fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8, bbox_to_anchor=(0.5, -0.04))
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
@@ -115,6 +147,7 @@ def plot_accuracy_histogram(
         ax.axvline(value * 100, color="black", linestyle=style, label=label)
     ax.set_xlabel("accuracy (%)")
     ax.set_ylabel("chip instances")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"{title}\nmean {a.mean():.1%}, std {a.std(ddof=1) if len(a) > 1 else 0.0:.1%}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -120,16 +120,35 @@ class RunTracker:
             record["time/epoch_s"],
         )
 
-    def final(self, metrics: dict, step: int) -> None:
-        if self.writer is not None:
-            for tag, value in metrics.items():
-                if value is not None:
-                    self.writer.add_scalar(tag, value, step)
+    def final(self, metrics: dict, hparams: dict) -> None:
+        """The run's closing metrics, at the last epoch's step (TensorBoard's steps only move forward), and
+        its settings (``hparams``: dotted names to values) for the HParams dashboard, which compares runs
+        by them."""
+        if self.writer is None:
+            return
+        step = self.history[-1]["epoch"] if self.history else 0
+        final = {tag: value for tag, value in metrics.items() if value is not None}
+        for tag, value in final.items():
+            self.writer.add_scalar(tag, value, step)
+        # HParams needs its metrics under other tags than the scalars' (the same tag would plot twice).
+        self.writer.add_hparams(
+            hparam_values(hparams), {f"hparams/{tag}": value for tag, value in final.items()}, run_name="."
+        )
 
     def _scalars(self, record: dict) -> None:
         for tag, value in record.items():
             if tag != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(tag, value, record["epoch"])
+
+
+def hparam_values(settings: dict) -> dict:
+    """``settings`` (dotted names to values) as the HParams plugin takes them: lists become strings, None
+    "null", and Hydra's ``_target_`` / ``_partial_`` / ``_convert_`` entries go (they name code)."""
+    return {
+        name: "null" if value is None else str(value) if isinstance(value, (list, tuple)) else value
+        for name, value in settings.items()
+        if not name.rpartition(".")[2].startswith("_")
+    }
 
 
 def _pct(value) -> str:

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from . import plots
 from .checkpoint import atomic_write_json, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .chip import SIGN_BLOCK_SIZE
 from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainingInterrupted
 from .loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from .metrics import spike_counts
@@ -43,6 +44,8 @@ from .tracking import RunTracker, print_summary
 from .validation import check_output_dir, check_words, resolve_device, validate_config
 
 log = logging.getLogger(__name__)
+# The config groups whose settings TensorBoard's HParams dashboard compares runs by.
+HPARAM_GROUPS = ("experiment_name", "seed", "chip", "variant", "model", "loss", "optim", "trainer", "data")
 
 # Offsets from trainer.seed of the evaluation generators: fixed chip instances per split, distinct from
 # the training draws.
@@ -565,7 +568,8 @@ def train(cfg: DictConfig) -> dict:
         if test is None:
             log.info("no test split (data.dataloader_config.test_split is 0): test accuracy not measured")
         tracker.final(
-            {"accuracy/test": test and test["acc"], "accuracy/best_val": state.best_val_acc}, state.best_epoch
+            {"accuracy/test": test and test["acc"], "accuracy/best_val": state.best_val_acc},
+            _flat({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in HPARAM_GROUPS}),
         )
 
     summary = {
@@ -590,30 +594,36 @@ def train(cfg: DictConfig) -> dict:
     }
     atomic_write_json(out_dir / "summary.json", summary)
     if logger.plots:
-        write_plots(out_dir / "plots", state.history, model, val_loader, device, seed, cfg.experiment_name)
+        write_plots(out_dir / "plots", state, model, data, device, seed, cfg.experiment_name)
     print_summary(summary)
     return summary
 
 
 def write_plots(
-    folder: Path, history, model: KWSNet, loader: DataLoader, device, seed: int, title: str
+    folder: Path, state: TrainState, model: KWSNet, data: Data, device, seed: int, title: str
 ) -> None:
     """Training curves, the spike raster of the first validation sample and the programmed weight signs."""
     folder.mkdir(exist_ok=True)
-    plots.plot_training_curves(history, folder / "training_curves.png", title)
-    x, y = next(iter(loader))[:2]
+    plots.plot_training_curves(state.history, folder / "training_curves.png", title, state.best_epoch)
+    x, y = next(iter(data.loaders["val"]))[:2]
     with torch.no_grad():
         out = model(x[:1].to(device), torch.Generator().manual_seed(seed + EVAL_SEED_OFFSETS["val"]))
         pred = spike_counts(out).argmax(dim=1).item()
         spikes = {name: spk[0].cpu().numpy() for name, spk in model.traces.items()}
+        dense = model.dense_synapses()
         programmed = {
             name: (s.weight if s.quantizer is None else s.quantizer(s.weight)).cpu().numpy()
-            for name, s in zip((f"syn_{n}" for n in model.layer_names[1:]), model.dense_synapses())
+            for name, s in zip((f"syn_{n}" for n in model.layer_names[1:]), dense)
         }
     plots.plot_spike_raster(
         spikes,
         model.dt,
         folder / "spike_raster.png",
-        f"{title}: one validation sample (label {y[0].item()}, predicted {pred})",
+        f"{title}: one validation sample ({data.classes[y[0].item()]}, predicted {data.classes[pred]})",
+        classes=data.classes,
+        population=model.out_population,
     )
-    plots.plot_weight_signs(programmed, folder / "weight_signs.png", f"{title}: programmed weight signs")
+    block = SIGN_BLOCK_SIZE if all(s.SIGN_BLOCKS for s in dense) else None
+    plots.plot_weight_signs(
+        programmed, folder / "weight_signs.png", f"{title}: programmed weight signs", block=block
+    )

@@ -9,7 +9,7 @@ from test_cli_helpers import compose_config, deterministic, read_jsonl, tiny_cac
 
 from nwtrain.callbacks import summarize_sweep
 from nwtrain.checkpoint import load_checkpoint
-from nwtrain.errors import CheckpointError, ConfigError
+from nwtrain.errors import ConfigError
 from nwtrain.evaluate import evaluate_checkpoint
 from nwtrain.train import train
 
@@ -106,8 +106,12 @@ def test_a_checkpoint_with_plain_weights_evaluates_but_resumes_only_unannealed(r
         config_name="eval",
     )
     assert evaluate_checkpoint(cfg)["acc"] == summary["test_acc"]
-    with pytest.raises(CheckpointError, match=r"resumes only with variant.sign_annealing=null; nwtrain-eval"):
+    # Resuming it as an annealing run would change its training: refused, naming the setting.
+    with pytest.raises(ConfigError, match=r"honour \(variant\.sign_annealing\._partial_: None -> True"):
         run("resumed", "experiment=yesno_h1v1_hw", "trainer.epochs=2", f"ckpt_path={ckpt}")
+    resumed = run("resumed", "experiment=yesno_h1v1_hw", "variant.sign_annealing=null", "trainer.epochs=2",
+                  f"ckpt_path={ckpt}")  # fmt: skip
+    assert resumed["epochs_completed"] == 2
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
