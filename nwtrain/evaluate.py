@@ -37,7 +37,7 @@ from .errors import CheckpointError, ConfigError, DataError
 from .export import deploy
 from .models import KWSNet
 from .optim import load_annealed_state
-from .train import EVAL_SEED_OFFSETS, Data, build_data, build_model, evaluate
+from .train import EVAL_SEED_OFFSETS, Data, build_data, build_model, evaluate, warn_if_silent
 from .validation import check_output_dir, resolve_device, validate_data_config
 
 log = logging.getLogger(__name__)
@@ -259,6 +259,7 @@ def evaluate_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
         if nominal is None:
             log.info("split %s is empty: skipped", split)
             continue
+        warn_if_silent(nominal, split)
         if chips is not None:
             ideal_acc = (
                 nominal["acc"]

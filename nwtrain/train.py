@@ -14,12 +14,14 @@ re-seeded at every call, so validation accuracy changes only when the weights do
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import random
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from . import plots
 from .checkpoint import atomic_write_json, capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -82,7 +84,32 @@ def build_data(data_cfg: DictConfig) -> Data:
 
 
 def build_model(model_cfg: DictConfig, n_channels: int, n_classes: int, device: torch.device) -> KWSNet:
-    return instantiate(model_cfg, n_channels=n_channels, n_classes=n_classes, device=str(device))
+    """The ``model`` group, built. The SDK's layers announce themselves as they are made (a UserWarning for
+    a front end of other than 16 channels, an INFO line from every synapse with mismatch); a run says each
+    of those facts once, at INFO."""
+    notes = _Notes()
+    layers_log = logging.getLogger("nwtrain.layers")
+    layers_log.addHandler(notes)
+    propagate, layers_log.propagate = layers_log.propagate, False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = instantiate(model_cfg, n_channels=n_channels, n_classes=n_classes, device=str(device))
+    finally:
+        layers_log.removeHandler(notes)
+        layers_log.propagate = propagate
+    for message in dict.fromkeys([*(str(w.message) for w in caught), *notes.messages]):
+        log.info(message)
+    return model
+
+
+class _Notes(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 @dataclass(frozen=True)
@@ -198,22 +225,23 @@ def accumulate(sums: dict, loss, terms, logits, model: KWSNet, labels) -> None:
 
 @torch.no_grad()
 def evaluate(model: KWSNet, loader: DataLoader | None, *, device, seed: int, limit: int | None = None):
-    """Accuracy, cross entropy, firing rate per layer and confusion matrix (rows: label) over ``loader``;
-    None for an empty split. Chip instances come from a generator seeded with ``seed``."""
+    """Accuracy, cross entropy, firing rate per layer, confusion matrix (rows: label) and the number of
+    ``silent`` clips (no output spike: their class is a tie-break) over ``loader``; None for an empty split.
+    ``limit`` batches take clips of every class in turn (:func:`stratified_batches`). Chip instances come
+    from a generator seeded with ``seed``."""
     if loader is None or len(loader.dataset) == 0:
         return None
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     k = model.n_classes
     confusion = torch.zeros(k * k, dtype=torch.long)
-    ce, rates, n = 0.0, dict.fromkeys(model.layer_names, 0.0), 0
-    for i, batch in enumerate(loader):
-        if limit is not None and i >= limit:
-            break
+    ce, rates, n, silent = 0.0, dict.fromkeys(model.layer_names, 0.0), 0, 0
+    for batch in stratified_batches(loader, limit):
         x, y = batch[0].to(device), batch[1].to(device)
         logits = spike_counts(model(x, generator))
         ce += F.cross_entropy(logits, y, reduction="sum").item()
         confusion += torch.bincount((y * k + logits.argmax(dim=1)).cpu(), minlength=k * k)
+        silent += int((logits.sum(dim=1) == 0).sum())
         for name, spk in model.traces.items():
             rates[name] += spk.mean().item() * len(y)
         n += len(y)
@@ -222,9 +250,36 @@ def evaluate(model: KWSNet, loader: DataLoader | None, *, device, seed: int, lim
         "acc": confusion.diag().sum().item() / n,
         "loss": ce / n,
         "samples": n,
+        "silent": silent,
         "firing_rate": {name: r / n for name, r in rates.items()},
         "confusion": confusion.tolist(),
     }
+
+
+def stratified_batches(loader: DataLoader, limit: int | None):
+    """The batches of ``loader``, or with ``limit`` only that many, filled with the classes in turn: the
+    first batches of a split in class order would hold one class, and a one-class evaluation reports any
+    network that prefers that class (a silent one among them) as perfect."""
+    if limit is None or limit >= len(loader):
+        return loader
+    labels = torch.as_tensor([loader.dataset[i][1] for i in range(len(loader.dataset))])
+    per_class = [torch.nonzero(labels == c).flatten().tolist() for c in labels.unique().tolist()]
+    turns = [i for group in itertools.zip_longest(*per_class) for i in group if i is not None]
+    subset = Subset(loader.dataset, turns[: limit * loader.batch_size])
+    return DataLoader(subset, batch_size=loader.batch_size, shuffle=False)
+
+
+def warn_if_silent(result: dict | None, what: str) -> None:
+    """A warning when the output layer fired no spike on some clips of an evaluation: their predicted class
+    is argmax's tie-break (the first class), not the network's decision."""
+    if result and result["silent"]:
+        log.warning(
+            "%s: the output layer fired no spike on %d of %d clips; their class is a tie-break towards the "
+            "first class, not a decision",
+            what,
+            result["silent"],
+            result["samples"],
+        )
 
 
 def epoch_record(state, val: dict, optimizer, model: KWSNet, hardness: float | None) -> dict:
@@ -567,6 +622,7 @@ def train(cfg: DictConfig) -> dict:
         )
         if test is None:
             log.info("no test split (data.dataloader_config.test_split is 0): test accuracy not measured")
+        warn_if_silent(test, "test")
         tracker.final(
             {"accuracy/test": test and test["acc"], "accuracy/best_val": state.best_val_acc},
             _flat({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in HPARAM_GROUPS}),

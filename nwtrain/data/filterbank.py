@@ -75,8 +75,8 @@ class ChipFilterbank:
     Args:
         sample_rate: audio sample rate in Hz.
         sim_time_s: envelope bin width (the simulation time step), e.g. 8e-3.
-        centre_freqs_hz: candidate centre frequencies; those ``>= sample_rate / 2`` are dropped with a
-            warning "Using N valid freqs out of M for sr=...Hz (Nyquist=...Hz).".
+        centre_freqs_hz: candidate centre frequencies; those ``>= sample_rate / 2`` are dropped with an
+            INFO line "Using N valid freqs out of M for sr=...Hz (Nyquist=...Hz).".
         q: quality factor of every channel.
         compression: "none" (the linear envelope, as the vendor SDK gives it) or "log" (see the module).
         floor_db: the log compressor's floor relative to full scale, in dB (< 0).
@@ -114,7 +114,7 @@ class ChipFilterbank:
                 f"(candidates {list(centre_freqs_hz)})"
             )
         if len(self.centre_freqs_hz) < len(centre_freqs_hz):
-            logger.warning(
+            logger.info(
                 "Using %d valid freqs out of %d for sr=%dHz (Nyquist=%sHz).",
                 len(self.centre_freqs_hz),
                 len(centre_freqs_hz),
