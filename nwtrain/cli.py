@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from . import validation
 from .checkpoint import atomic_write_json
 from .errors import NwtrainError, TrainingInterrupted
 from .evaluate import evaluate_checkpoint
@@ -29,7 +29,7 @@ from .train import CHECKPOINT_DIR, LAST, train
 
 log = logging.getLogger("nwtrain")
 
-CONFIG_DIR = os.environ.get("NWTRAIN_CONFIG_DIR") or str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_DIR = str(validation.CONFIG_DIR)
 
 
 def _run(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:

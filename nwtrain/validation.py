@@ -21,6 +21,13 @@ from .errors import ConfigError, DataError, OutputDirError
 from .layers import delay_steps
 from .models import CHIPS, layer_names, weight_limit
 
+# conf/ next to the package (a checkout or an editable install), or NWTRAIN_CONFIG_DIR's copy. Its parent is
+# the project root: defaults such as paths.real_data_dir are relative to it, not to where a command starts.
+CONFIG_DIR = Path(os.environ.get("NWTRAIN_CONFIG_DIR") or Path(__file__).resolve().parents[1] / "conf")
+PROJECT_ROOT = CONFIG_DIR.parent
+OmegaConf.register_new_resolver("nwtrain.project_root", lambda: str(PROJECT_ROOT), replace=True)
+REAL_DATA_ENV = "NWTRAIN_REAL_DATA"
+
 _PLAIN_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
 # Within 1 ppm of the chip's range counts as the range: YAML and CLI floats need not be bit-exact.
 _LIMIT_TOLERANCE = 1e-6
@@ -182,6 +189,7 @@ def validate_data_config(cfg: DictConfig) -> None:
             "data.data_parent",
             "is not set: give the folder of <class>/*.wav, e.g. data=folder data.data_parent=/path/to/tree",
         )
+    _check_real_data_dir(cfg)
     words = _get(cfg, "data.words")
     not_words = [w for w in words or () if not isinstance(w, str)]
     if not_words:
@@ -201,6 +209,23 @@ def validate_data_config(cfg: DictConfig) -> None:
             origin(cfg, "data.sim_time_s"),
             f"{sim_time} s differs from model.dt={cfg.model.dt} s; they must agree",
         )
+
+
+def _check_real_data_dir(cfg: DictConfig) -> None:
+    """A data set under ``paths.real_data_dir`` needs that folder; the error says where its value is from."""
+    raw = cfg.data._get_node("data_parent")._value()
+    if not isinstance(raw, str) or "paths.real_data_dir" not in raw:
+        return
+    root = Path(cfg.paths.real_data_dir)
+    if root.is_dir():
+        return
+    env = os.environ.get(REAL_DATA_ENV)
+    source = f"{REAL_DATA_ENV}={env}" if env else f"the default {PROJECT_ROOT / '..' / 'shared' / 'data'}"
+    raise DataError(
+        f"paths.real_data_dir: {root.resolve()} is not a folder (a command-line value, else {source}); "
+        f"data.data_parent {cfg.data.data_parent} lies in it. Set paths.real_data_dir=<folder> or "
+        f"{REAL_DATA_ENV} to the folder that holds speech_commands/ and fsdd/"
+    )
 
 
 def resolve_device(cfg: DictConfig) -> torch.device:
