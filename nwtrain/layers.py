@@ -661,3 +661,20 @@ def synapses(module: nn.Module) -> list[_Synapse]:
 
 def spiking_layers(module: nn.Module) -> list[_SpikingLayer]:
     return [m for m in module.modules() if isinstance(m, _SpikingLayer)]
+
+
+def recurrent_layers(module: nn.Module) -> list[_SpikingLayer]:
+    """Every layer with in-core recurrence (``layer_topology="RC"``) in ``module``, in registration order."""
+    return [m for m in spiking_layers(module) if m.recurrent]
+
+
+def routed_weight(module: nn.Module, programmed: bool = False) -> torch.Tensor:
+    """The ``[inputs, outputs]`` matrix ``module`` routes through the chip's crossbar, as the module exposes
+    it: a synapse's ``weight``, an RC layer's ``recurrent_weights`` with its masked connections exactly 0.
+    ``programmed``: quantised, as the chip's memory holds it (no mismatch)."""
+    if isinstance(module, _SpikingLayer):
+        w, quantizer, mask = module.recurrent_weights, module.recurrent_quantizer, module.recurrent_mask
+    else:
+        w, quantizer, mask = module.weight, module.quantizer, None
+    w = quantizer(w) if programmed and quantizer is not None else w
+    return w if mask is None else torch.where(mask, w, 0.0)

@@ -41,6 +41,7 @@ from .layers import (
     LIFLayer,
     LIFSynapse,
     prepare_net,
+    recurrent_layers,
 )
 from .quant import RangeQuantizer
 from .surrogate import Surrogate, fast_sigmoid
@@ -309,9 +310,11 @@ class KWSNet(nn.Module):
         """The routed synapses the sign-topology loss applies to (tutorial 4: hidden and output)."""
         return tuple(getattr(self, f"syn_{name}") for name in self.layer_names[1:])
 
-    def recurrent_layers(self) -> tuple[nn.Module, ...]:
-        """The hidden layers with in-core recurrence (none unless ``recurrent``)."""
-        return tuple(m for m in self.children() if getattr(m, "recurrent", False) is True)
+    def routed_modules(self) -> dict[str, nn.Module]:
+        """Every module whose weights the chip routes in sign blocks, by name: the dense synapses, then the
+        recurrent layers (``layers.routed_weight`` gives their matrices)."""
+        routed = {f"syn_{name}": getattr(self, f"syn_{name}") for name in self.layer_names[1:]}
+        return routed | {n: m for n, m in self.named_children() if m in recurrent_layers(self)}
 
     def param_groups(self, lr_frontend: float, lr_core: float) -> list[dict]:
         """Tutorial 4's two Adam groups: the few front-end gains learn 100x slower than the core."""
