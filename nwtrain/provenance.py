@@ -41,7 +41,8 @@ def provenance() -> dict:
     """Versions of nwtrain, torch, numba, numpy and Python, the git commit and the command line."""
     return {
         "nwtrain": __version__,
-        "torch": torch.__version__,
+        # torch's version is a TorchVersion (a str subclass) that weights_only loading refuses as a global.
+        "torch": str(torch.__version__),
         "numba": numba.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
