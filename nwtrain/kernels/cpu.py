@@ -57,13 +57,14 @@ def _signatures(*args: str):
 
 @njit(cache=True, nogil=True)
 def _recurrent_input(spk_prev, recurrent, r):
-    """``r = spk_prev @ recurrent`` for 0/1 spikes: the rows of the neurons that spiked, added in index
-    order."""
+    """``r = spk_prev @ recurrent``, the rows added in index order; rows of silent neurons are skipped
+    (adding 0 * row changes no sum), so a step costs what its spikes cost."""
     r[:] = 0
     for i in range(recurrent.shape[0]):
-        if spk_prev[i] != 0:
+        s = spk_prev[i]
+        if s != 0:
             for n in range(r.shape[0]):
-                r[n] += recurrent[i, n]
+                r[n] += s * recurrent[i, n]
 
 
 @njit(cache=True, nogil=True)
