@@ -213,7 +213,8 @@ class _SpikingLayer(nn.Module):
             if self.spk is None or self.spk.shape[0] != batch:
                 self.spk = current.new_zeros(batch, self.n_neurons)
         if current.dim() == 2:
-            spk, self.mem = self._step(self.mem, current if g is None else recurrent_current(current, self.spk, g))
+            step_input = current if g is None else recurrent_current(current, self.spk, g)
+            spk, self.mem = self._step(self.mem, step_input)
             mem_out = self.mem
         else:
             fused = self._fused(self.mem, current, g, self.spk)
@@ -354,7 +355,7 @@ class _ChipLayer(_SpikingLayer):
     ):
         if stddev and not self.SYNAPTIC_MISMATCH:
             raise ValueError(f"stddev={stddev}: {type(self).__name__} has no synaptic mismatch model")
-        quantizer = None if quantization_bit is None else RangeQuantizer(quantization_bit, self.WEIGHT_LIMIT_V)
+        quantizer = _Synapse._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
         super().__init__(
             n_neurons, dt, spike_grad, device, layer_topology, recurrent_mask, quantizer, stddev
         )  # fmt: skip
@@ -582,6 +583,7 @@ class H1v2Synapse(_H1v2Transfer, _Synapse):
         quantizer = self._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
         super().__init__((nb_inputs, nb_outputs), nb_inputs, init, quantizer, 0.0, device)
         self.lif_threshold = float(lif_threshold)
+
 
 def delay_steps(delay_s: float, dt: float) -> int:
     """``delay_s`` as a whole number of ``dt`` steps; ValueError unless it is a multiple >= 0 of ``dt``."""

@@ -96,8 +96,8 @@ def sign_blocks(net: nn.Module) -> list[SignBlocks]:
 
 def sign_parametrize(net: nn.Module) -> list[SignBlocks]:
     """Register ``SignBlocks`` on every sign-block tensor of ``net`` not yet parametrised, bounded by its
-    module's ``WEIGHT_LIMIT_V`` (and masked by an RC layer's ``recurrent_mask``); returns all of them. Build the optimiser afterwards: it must hold the
-    ``original`` tensors."""
+    module's ``WEIGHT_LIMIT_V`` (and masked by an RC layer's ``recurrent_mask``); returns all of them.
+    Build the optimiser afterwards: it must hold the ``original`` tensors."""
     for mod_name, mod, name in _signed_tensors(net):
         if parametrize.is_parametrized(mod, name):
             continue

@@ -607,7 +607,8 @@ def write_plots(
         pred = spike_counts(out).argmax(dim=1).item()
         spikes = {name: spk[0].cpu().numpy() for name, spk in model.traces.items()}
         programmed = {
-            name: routed_weight(m, programmed=True).cpu().numpy() for name, m in model.routed_modules().items()
+            name: routed_weight(m, programmed=True).cpu().numpy()
+            for name, m in model.routed_modules().items()
         }
     plots.plot_spike_raster(
         spikes,

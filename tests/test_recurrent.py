@@ -18,23 +18,15 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from test_cli_helpers import compose_config, tiny_cache, tiny_overrides
-from test_kernels import (  # noqa: F401 - backend is a fixture
-    HAS_TRITON,
-    INTERPRETED,
-    MARGIN,
-    TRITON,
-    assert_fused_equals_reference,
-    backend,
-    needs_triton,
-    ramp,
-)
+from test_kernels import HAS_TRITON, INTERPRETED, MARGIN, assert_fused_equals_reference, ramp
+from test_kernels import backend as kernel_backend
 from torch import nn
 from torch.autograd import gradcheck
 from torch.nn.utils import parametrize
 
 from nwtrain import chip, chipsim, kernels
 from nwtrain.dynamics import recurrent_current
-from nwtrain.export import export_checkpoint, export_model, programmed_weights, network_stages
+from nwtrain.export import export_checkpoint, export_model, network_stages, programmed_weights
 from nwtrain.kernels.autograd import LIFSequence, LinearLeakSequence
 from nwtrain.layers import (
     H1v1Frontend,
@@ -57,6 +49,7 @@ from nwtrain.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CHIPS = ["lif", "h1v1", "h1v2"]
+backend = kernel_backend  # test_kernels' fixture: numba, and Triton where it runs
 
 
 def rc_layer(kind, n, **kw):
@@ -221,11 +214,12 @@ def build(kind, mask=True):
         )  # fmt: skip
         with torch.no_grad():
             layer.recurrent_weights.uniform_(-0.5, 0.9)
-        modules = [frontend, H1v1Layer(6, taus=10e-3, dt=8e-3), H1v1Synapse(6, 10, quantization_bit=5, stddev=0.02)]
-        return nn.ModuleList([*modules, layer])
+        synapse = H1v1Synapse(6, 10, quantization_bit=5, stddev=0.02)
+        return nn.ModuleList([frontend, H1v1Layer(6, taus=10e-3, dt=8e-3), synapse, layer])
     layer = H1v2Layer(
-        10, taus=20e-3, dt=1e-3, ileak_mismatch=True, layer_topology="RC", recurrent_mask=core, quantization_bit=5
-    )
+        10, taus=20e-3, dt=1e-3, ileak_mismatch=True, layer_topology="RC", recurrent_mask=core,
+        quantization_bit=5,
+    )  # fmt: skip
     with torch.no_grad():
         layer.recurrent_weights.uniform_(-1.0, 1.66)
     synapse = H1v2Synapse(6, 10, quantization_bit=5, init=lambda w: nn.init.uniform_(w, -0.5, 1.66))
@@ -254,7 +248,8 @@ def test_fused_equals_reference_all_to_all_and_wide(backend, monkeypatch):
         layer.recurrent_weights.uniform_(-0.3, 0.5)
     synapse = H1v2Synapse(6, 130, quantization_bit=5, init=lambda w: nn.init.uniform_(w, -0.5, 1.66))
     steps = 12 if backend.interpreted else 50
-    assert_fused_equals_reference(nn.ModuleList([synapse, layer]), inputs("h1v2", torch.float32, steps), backend, monkeypatch)
+    x = inputs("h1v2", torch.float32, steps)
+    assert_fused_equals_reference(nn.ModuleList([synapse, layer]), x, backend, monkeypatch)
 
 
 @pytest.mark.parametrize("kind", CHIPS)
@@ -264,7 +259,8 @@ def test_state_carries_across_calls_with_gradients(kind, backend, monkeypatch):
     net = build(kind).to(backend.device)
     x = inputs(kind, torch.float32, steps=20).to(backend.device)
     results = []
-    for path, parts in (("reference", [x]), (backend.path, [x[:, :9], x[:, 9:]]), (backend.path, list(x.unbind(1)))):
+    runs = [("reference", [x]), (backend.path, [x[:, :9], x[:, 9:]]), (backend.path, list(x.unbind(1)))]
+    for path, parts in runs:
         monkeypatch.setenv(kernels.ENV_VAR, path)
         prepare_net(net, generator=torch.Generator().manual_seed(5))
         net.zero_grad()
@@ -454,8 +450,9 @@ def cache(tmp_path_factory):
 
 
 def test_kws_speech_rc_config_builds_a_recurrent_network_on_cores(cache):
-    overrides = [*tiny_overrides(cache), "model=kws_speech_rc", "model.hidden_size=256", "paths.output_dir=unused"]
-    cfg = compose_config(overrides)
+    cfg = compose_config(
+        [*tiny_overrides(cache), "model=kws_speech_rc", "model.hidden_size=256", "paths.output_dir=unused"]
+    )
     model = instantiate(cfg.model, n_channels=13, n_classes=2, device="cpu")
     assert model.hidden.layer_topology == "RC" and model.hidden.n_neurons == 256
     assert model.hidden.recurrent_mask.sum().item() == 4 * 64 * 64

@@ -80,7 +80,9 @@ class LinearLeakSequence(torch.autograd.Function):
         ctx, current, mem0, vleak, vt, scale, reset, spike_fn, backend, clamp_grad=0.0, recurrent=None,
         spk0=None,
     ):  # fmt: skip
-        spikes, mems, pre, flags = backend.leak_forward(current, mem0, vleak, vt, scale, reset, recurrent, spk0)
+        spikes, mems, pre, flags = backend.leak_forward(
+            current, mem0, vleak, vt, scale, reset, recurrent, spk0
+        )
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(pre, flags, vt, recurrent, spk0, None if recurrent is None else spikes)
         ctx.scale, ctx.reset, ctx.spike_fn, ctx.backend = scale, reset, spike_fn, backend

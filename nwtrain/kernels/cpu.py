@@ -264,7 +264,8 @@ def lif_backward(g_spike, g_mems, spikes, mems, mem0, decay, reset, need_params,
         _np(spikes), _np(mems), _np(mem0), _matrix(g_spike, recurrent), _np(decay),
         RESET_CODES[reset], need_params, g_current.numpy(), g_mem0.numpy(), g_spk0.numpy(), acc[0], acc[1],
     )  # fmt: skip
-    return g_current, g_mem0, *_vectors(acc, need_params, g_spike.dtype), None if recurrent is None else g_spk0
+    g_spk0 = None if recurrent is None else g_spk0
+    return g_current, g_mem0, *_vectors(acc, need_params, g_spike.dtype), g_spk0
 
 
 def leak_forward(current, mem0, vleak, vt, scale, reset, recurrent=None, spk0=None):
@@ -299,4 +300,5 @@ def leak_backward(
         g_mem0.numpy(), g_spk0.numpy(), acc[0], acc[1],
     )  # fmt: skip
     g_vleak, g_vt = _vectors(acc, need_params, g_spike.dtype)
-    return g_current, g_mem0, g_vleak, None if g_vt is None else g_vt.sum(), None if recurrent is None else g_spk0
+    g_spk0 = None if recurrent is None else g_spk0
+    return g_current, g_mem0, g_vleak, None if g_vt is None else g_vt.sum(), g_spk0
