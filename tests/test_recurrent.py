@@ -346,7 +346,6 @@ def test_triton_cases_under_the_interpreter():
 
 
 @pytest.mark.skipif(not HAS_TRITON or INTERPRETED, reason="needs Triton's compiler")
-@pytest.mark.slow
 def test_recurrent_triton_kernels_compile_without_fma(monkeypatch, tmp_path):
     """The recurrent variants compile for an H100 and hold no fused multiply-add (the bit-for-bit forward
     rests on it, as for the feed-forward ones in test_kernels_triton.py)."""
