@@ -7,7 +7,9 @@ clipping at 0.5, on the same synthetic batches of tutorial 4's shapes. Framework
 per round, in one process, so machine load hits them alike; the table shows the median over rounds.
 
 * nwtrain: the tutorial's model in sequence mode (fused kernels), and again with ``NWTRAIN_KERNELS=reference``
-  (the pure-torch time loop).
+  (the pure-torch time loop); the same two with an in-core recurrent hidden layer (``layer_topology="RC"``,
+  its 64 x 64 recurrent weights on the same grid). No anchor has the chips' recurrence: those lines compare
+  with nwtrain's own feed-forward time (``--only fused recurrent``).
 * snnTorch: the per-time-step loop of the snnTorch tutorials, ``snn.Leaky`` with reset to zero (H1v1's
   reset) and ``surrogate.fast_sigmoid(slope=25)``.
 * SpikingJelly: multi-step ``neuron.LIFNode(step_mode="m")`` on ``[T, B, N]`` (its CPU path), hard reset to
@@ -84,6 +86,21 @@ class NwtrainNet(nn.Module):
 
     def frontend_parameters(self):
         return [*self.frontend.parameters(), *self.frontend_layer.parameters()]
+
+
+class NwtrainRecurrentNet(NwtrainNet):
+    """The same network, its hidden layer recurrent within one core of 64 neurons (5-bit recurrent weights
+    in sign blocks, as the feed-forward ones)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = H1v1Layer(
+            HIDDEN, taus=TAUS[1], dt=DT, spike_grad=self.hidden.spike_grad, layer_topology="RC",
+            quantization_bit=QUANT_BITS,
+        )  # fmt: skip
+
+    def regularisers(self):
+        return super().regularisers() + topology_loss(self.hidden, LAM_TOPOLOGY)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -246,6 +263,8 @@ def kernels_env(value: str | None):
 FRAMEWORKS = {
     "fused": ("nwtrain, fused kernels", NwtrainNet, None),
     "reference": ("nwtrain, reference torch loop", NwtrainNet, "reference"),
+    "recurrent": ("nwtrain, fused kernels, RC hidden layer", NwtrainRecurrentNet, None),
+    "recurrent_reference": ("nwtrain, reference loop, RC hidden layer", NwtrainRecurrentNet, "reference"),
     "snntorch": ("snnTorch (Leaky, per-step loop)", SnntorchNet, None),
     "spikingjelly": ("SpikingJelly (LIFNode, multi-step)", SpikingJellyNet, None),
 }

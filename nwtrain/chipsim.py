@@ -12,6 +12,9 @@ check of the artefact and of both implementations, not of one against itself.
                                                              linear:    gain / lif_threshold * w
                                                              identity:  w
       I[t] = x[t] * g (diagonal)  or  sum_i x_i[t] g[i, :] (dense, inputs added in index order)
+      recurrent layer (``layer.recurrent``, in-core recurrence one step late):
+      I[t] = I[t] + sum_i s_i[t-1] G[i, :]     G = transfer(w_rec), 0 where ``mask`` has no connection,
+                                               s[-1] = 0; rows added in index order
       linear_leak: v = max(0, max(0, v - Vleak) + I[t] * volts_per_unit); s = v >= vt; reset; v = max(v, 0)
       lif:         v = decay * v + I[t]; s = v >= threshold; reset
       x    = s
@@ -40,7 +43,7 @@ from .errors import NwtrainError, UntrustedFileError
 from .trust import check_data
 
 FORMAT = "nwtrain-chip-artefact"
-VERSION = 1
+VERSION = 2  # 2: layers may carry in-core recurrent weights (``layer.recurrent``)
 EXPORT_JSON = "export.json"
 WEIGHTS_NPZ = "weights.npz"
 F32 = np.float32
@@ -157,8 +160,23 @@ def _reset(u: np.ndarray, fired: np.ndarray, threshold, reset: str) -> np.ndarra
     return u
 
 
+def recurrent_matrix(art: Artefact, layer: dict) -> np.ndarray | None:
+    """A recurrent layer's transferred recurrent weights ``G [N, N]`` (0 off its mask), or None."""
+    rec = layer.get("recurrent")
+    if rec is None:
+        return None
+    n = layer["n_neurons"]
+    if rec.get("kind") != "recurrent" or list(rec["shape"]) != [n, n] or rec.get("delay_steps") != 1:
+        raise ArtefactError(f"layer {layer['name']}: a recurrence must be [{n}, {n}] and one step late")
+    w = programmed_weights(art, rec)
+    if rec.get("mask") is not None:
+        w = np.where(art.array(rec["mask"]).astype(bool), w, F32(0))
+    return transfer(w, rec["transfer"])
+
+
 def run_layer(art: Artefact, layer: dict, current: np.ndarray) -> np.ndarray:
-    """Spikes ``[B, T, N]`` (float32 0/1) of one layer driven by ``current [B, T, N]``."""
+    """Spikes ``[B, T, N]`` (float32 0/1) of one layer driven by ``current [B, T, N]`` (and its own spikes
+    of the step before, when it is recurrent)."""
     neuron = layer["neuron"]
     batch, steps, n = current.shape
     if n != layer["n_neurons"]:
@@ -166,26 +184,31 @@ def run_layer(art: Artefact, layer: dict, current: np.ndarray) -> np.ndarray:
     reset = neuron["reset"]
     if reset not in ("zero", "subtraction", "none"):
         raise ArtefactError(f"layer {layer['name']}: unknown reset {reset!r}")
+    g_rec = recurrent_matrix(art, layer)
     v = np.zeros((batch, n), F32)
-    spikes = np.zeros_like(current)
+    spikes = np.zeros((batch, steps + 1, n), F32)  # spikes[:, t + 1] of step t; spikes[:, 0] = s[-1] = 0
+
+    def step_input(t):
+        return current[:, t] if g_rec is None else current[:, t] + synapse_input(spikes[:, t], g_rec, "dense")
+
     if neuron["model"] == "linear_leak":
         vleak, vt = art.array(neuron["vleak_v"]).astype(F32), F32(neuron["vt_v"])
         scale = F32(neuron["volts_per_input_unit"])
         for t in range(steps):
-            u = np.maximum(np.maximum(v - vleak, F32(0)) + current[:, t] * scale, F32(0))
+            u = np.maximum(np.maximum(v - vleak, F32(0)) + step_input(t) * scale, F32(0))
             fired = u >= vt
             v = np.maximum(_reset(u, fired, vt, reset), F32(0))
-            spikes[:, t] = fired
+            spikes[:, t + 1] = fired
     elif neuron["model"] == "lif":
         decay, theta = art.array(neuron["decay"]).astype(F32), art.array(neuron["threshold"]).astype(F32)
         for t in range(steps):
-            u = decay * v + current[:, t]
+            u = decay * v + step_input(t)
             fired = u >= theta
             v = _reset(u, fired, theta, reset)
-            spikes[:, t] = fired
+            spikes[:, t + 1] = fired
     else:
         raise ArtefactError(f"layer {layer['name']}: unknown neuron model {neuron['model']!r}")
-    return spikes
+    return spikes[:, 1:]
 
 
 def simulate(art: Artefact, features: np.ndarray) -> dict[str, np.ndarray]:

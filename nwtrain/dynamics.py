@@ -72,14 +72,30 @@ def linear_leak_step(mem, dv, vleak, vt, reset: str, spike_fn: SpikeFn, clamp_gr
     return spk, clamp_at_zero(apply_reset(mem, spk, vt, reset), clamp_grad)
 
 
-def run_sequence(step, mem: torch.Tensor, inputs: torch.Tensor, *args):
-    """Reference time loop: ``step(mem, inputs[:, t], *args)`` for t in 0..T-1 on ``inputs [B, T, N]``.
+def recurrent_current(current, spk_prev, recurrent):
+    """In-core recurrence (the SDK's ``layer_topology="RC"``): a layer's own spikes of the previous step
+    reach it again through the transferred recurrent weights ``G = transfer(W_rec) [N, N]`` (row: the
+    neuron that spiked), added to the feed-forward input in the units the neuron integrates:
+
+        I[t] = I_ff[t] + s[t-1] @ G          s[-1] = 0 (after ``prepare_net``)
+
+    The one-step delay is the chip's: a spike reaches its own core in the next step, never in the step it
+    fires, so each step stays explicit.
+    """
+    return current + spk_prev @ recurrent
+
+
+def run_sequence(step, mem: torch.Tensor, inputs: torch.Tensor, *args, recurrent=None, spk=None):
+    """Reference time loop: ``step(mem, inputs[:, t], *args)`` for t in 0..T-1 on ``inputs [B, T, N]``;
+    with ``recurrent`` (``G [N, N]``) the input of each step is ``recurrent_current(inputs[:, t], s[t-1],
+    G)``, ``spk`` being ``s[-1]``.
 
     Returns ``(spikes [B, T, N], membranes [B, T, N], final membrane [B, N])``.
     """
     spikes, mems = [], []
     for t in range(inputs.shape[1]):
-        spk, mem = step(mem, inputs[:, t], *args)
+        current = inputs[:, t] if recurrent is None else recurrent_current(inputs[:, t], spk, recurrent)
+        spk, mem = step(mem, current, *args)
         spikes.append(spk)
         mems.append(mem)
     return torch.stack(spikes, dim=1), torch.stack(mems, dim=1), mem

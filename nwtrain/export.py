@@ -17,6 +17,11 @@ RangeQuantizer``), and for routed (dense) synapses sign-uniform in every block o
 ``deploy`` refuses weights that break them and lists each violation, or with ``project=True`` projects
 them: quantise to the grid (clamping the range), then move each block dissenter to the smallest level of
 its block's sign (the nearest sign-uniform weights), and reports what moved.
+
+An RC layer's ``recurrent_weights`` (in-core recurrence, one step late) are a routed matrix like a dense
+synapse's, named ``<layer>.recurrent_weights``: on the same grid, in sign blocks on the chips, and restricted
+to the layer's ``recurrent_mask``: a masked entry is no connection, so it is neither checked nor
+programmed, and the artefact carries the mask (the simulator holds 0 there).
 """
 
 from __future__ import annotations
@@ -45,9 +50,11 @@ from .layers import (
     LIFSynapse,
     _ChipLayer,
     _H1v1Transfer,
+    _H1v2Transfer,
     _SpikingLayer,
     _Synapse,
     prepare_net,
+    routed_weight,
 )
 from .models import _Diagonal, weight_limit
 from .optim import bake_sign_blocks
@@ -98,6 +105,31 @@ class Stage:
     @property
     def n_outputs(self) -> int:
         return self.synapse.weight.shape[-1]
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A matrix the chip routes: a stage's synapse, or an RC layer's recurrent weights (``name``:
+    ``<layer>.recurrent_weights``) with the connections its ``mask`` allows (None: all)."""
+
+    name: str
+    module: nn.Module
+    signed: bool
+    mask: torch.Tensor | None = None
+
+
+def routed_matrices(stages: list[Stage]) -> list[Routed]:
+    """Every synapse and recurrent weight matrix of the chain, in order."""
+    out = []
+    for s in stages:
+        out.append(Routed(s.synapse_name, s.synapse, s.signed))
+        if s.layer.recurrent:
+            mask = s.layer.recurrent_mask
+            out.append(
+                Routed(f"{s.layer_name}.recurrent_weights", s.layer, bool(s.layer.SIGN_BLOCKS),
+                       None if mask is None else mask.cpu())
+            )  # fmt: skip
+    return out
 
 
 def network_stages(model: nn.Module) -> list[Stage]:
@@ -157,8 +189,12 @@ def chip_grid(chip_name: str, stages: list[Stage], bits: int | None = None) -> R
     if bits is None:
         bits = CHIP_WEIGHT_BITS.get(chip_name)
     if bits is None:
-        trained = {(q.bits, q.limit) for s in stages if isinstance(q := s.synapse.quantizer, RangeQuantizer)}
-        unquantised = any(s.synapse.quantizer is None for s in stages)
+        quantizers = [
+            r.module.recurrent_quantizer if isinstance(r.module, _SpikingLayer) else r.module.quantizer
+            for r in routed_matrices(stages)
+        ]
+        trained = {(q.bits, q.limit) for q in quantizers if isinstance(q, RangeQuantizer)}
+        unquantised = any(q is None for q in quantizers)
         if len(trained) != 1 or next(iter(trained))[1] != limit or unquantised:
             raise ExportError(
                 f"bits: the {chip_name} baseline has no weight memory and this model was not trained on one "
@@ -170,12 +206,9 @@ def chip_grid(chip_name: str, stages: list[Stage], bits: int | None = None) -> R
 
 @torch.no_grad()
 def programmed_weights(stages: list[Stage]) -> dict[str, torch.Tensor]:
-    """Each synapse's weight as the chip would hold it (the quantised value where it has a quantiser)."""
-    out = {}
-    for s in stages:
-        w, q = s.synapse.weight.detach(), s.synapse.quantizer
-        out[s.synapse_name] = (w if q is None else q(w)).float().cpu()
-    return out
+    """Each routed matrix as the chip would hold it (the quantised value where it has a quantiser; 0 at
+    masked recurrent entries), by ``Routed.name``."""
+    return {r.name: routed_weight(r.module, programmed=True).float().cpu() for r in routed_matrices(stages)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -193,19 +226,21 @@ class Violation:
 
 
 def find_violations(
-    weights: dict[str, torch.Tensor], grid: RangeQuantizer, signed: set[str]
+    weights: dict[str, torch.Tensor], grid: RangeQuantizer, signed: set[str], masks: dict | None = None
 ) -> list[Violation]:
     """Every weight outside the range, every weight inside it but off the grid, and every block of a
-    ``signed`` synapse that mixes strictly positive and negative weights."""
+    ``signed`` synapse that mixes strictly positive and negative weights; where ``masks`` has a matrix's
+    connection mask, only its connections count."""
     found = []
     levels = grid.n_levels
     for name, w in weights.items():
-        outside = w.abs() > grid.limit * (1 + RANGE_TOLERANCE)
+        connected = (masks or {}).get(name, torch.ones_like(w, dtype=torch.bool))
+        outside = (w.abs() > grid.limit * (1 + RANGE_TOLERANCE)) & connected
         snapped = grid.export(w).dequantize()
         for ix in outside.nonzero().tolist():
             found.append(Violation("range", name, tuple(ix), f"{w[tuple(ix)].item():.6g} is outside "
                                    f"[-{grid.limit}, {grid.limit}]"))  # fmt: skip
-        for ix in ((snapped != w) & ~outside).nonzero().tolist():
+        for ix in ((snapped != w) & ~outside & connected).nonzero().tolist():
             found.append(Violation("grid", name, tuple(ix), f"{w[tuple(ix)].item():.6g} is not one of the "
                                    f"{levels} levels (nearest {snapped[tuple(ix)].item():.6g}, step "
                                    f"{grid.step:.6g})"))  # fmt: skip
@@ -220,26 +255,34 @@ def find_violations(
     return found
 
 
+def connected_weights(codes: torch.Tensor, grid: RangeQuantizer, mask: torch.Tensor | None) -> torch.Tensor:
+    """The weights ``codes`` program, 0 where ``mask`` has no connection."""
+    w = decode(codes, grid.step, -grid.limit, torch.float32)
+    return w if mask is None else torch.where(mask, w, 0.0)
+
+
 def project(
-    weights: dict[str, torch.Tensor], grid: RangeQuantizer, signed: set[str]
+    weights: dict[str, torch.Tensor], grid: RangeQuantizer, signed: set[str], masks: dict | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
     """Codes of the nearest programmable weights and, per synapse, what changed: quantise to the grid
     (clamping the range), then move every dissenter of a mixed block to the smallest level of its block's
     sign (``+-step/2``: zero is not a level). That is the nearest sign-uniform point; the block keeps the
-    sign of its sum, the side with more magnitude, so the least weight moves."""
+    sign of its sum, the side with more magnitude, so the least weight moves. A masked entry (``masks``)
+    is no connection: it keeps its code, programs nothing and takes no part in its block's sign."""
     codes, changes = {}, {}
     half = grid.n_levels // 2  # code of the smallest positive level; half - 1 is the smallest negative
     for name, w in weights.items():
+        mask = (masks or {}).get(name)
         c = grid.export(w).codes
         mixed = 0
         flips = torch.zeros_like(c, dtype=torch.bool)
         if name in signed:
-            q = decode(c, grid.step, -grid.limit, torch.float32)
+            q = connected_weights(c, grid, mask)
             mixed = len(violating_blocks(q))
             sign = block_signs(q)
-            flips = torch.sign(q) != sign
+            flips = (torch.sign(q) != sign) & (q != 0)
             c = torch.where(flips, torch.where(sign > 0, half, half - 1).to(c.dtype), c)
-        new = decode(c, grid.step, -grid.limit, torch.float32)
+        new = connected_weights(c, grid, mask)
         delta = (new - w).abs()
         codes[name] = c
         changes[name] = {
@@ -299,14 +342,21 @@ def deploy(model: nn.Module, bits: int | None = None, project_weights: bool = Fa
     name = network_chip(stages)
     grid = chip_grid(name, stages, bits)
     weights = programmed_weights(stages)
-    signed = {s.synapse_name for s in stages if s.signed}
-    violations = find_violations(weights, grid, signed)
+    routed = routed_matrices(stages)
+    signed = {r.name for r in routed if r.signed}
+    masks = {r.name: r.mask for r in routed if r.mask is not None}
+    violations = find_violations(weights, grid, signed, masks)
     if violations and not project_weights:
         raise ExportRefused(refusal_message(violations, "the violations list"), violations)
-    codes, changes = project(weights, grid, signed)
-    for s in stages:
-        s.synapse.quantizer = None
-        s.synapse.weight.copy_(decode(codes[s.synapse_name], grid.step, -grid.limit, torch.float32))
+    codes, changes = project(weights, grid, signed, masks)
+    for r in routed:
+        w = connected_weights(codes[r.name], grid, r.mask)
+        if isinstance(r.module, _SpikingLayer):
+            r.module.recurrent_quantizer = None
+            r.module.recurrent_weights.copy_(w)
+        else:
+            r.module.quantizer = None
+            r.module.weight.copy_(w)
     return Deployment(name, grid, stages, codes, violations, changes if project_weights else None)
 
 
@@ -349,7 +399,8 @@ def chip_description(name: str, grid: RangeQuantizer) -> dict:
     return out
 
 
-def _transfer(syn: _Synapse) -> dict:
+def _transfer(syn: nn.Module) -> dict:
+    """The chip synapse of a synapse, or of an RC layer's recurrent weights."""
     if isinstance(syn, _H1v1Transfer):
         return {
             "kind": "h1v1_tanh",
@@ -358,7 +409,7 @@ def _transfer(syn: _Synapse) -> dict:
             "linear_range_v": chip.H1V1_SYN_LINEAR_RANGE_V,
             "lif_threshold": syn.lif_threshold,
         }
-    if isinstance(syn, H1v2Synapse):
+    if isinstance(syn, _H1v2Transfer):
         return {
             "kind": "linear",
             "gain": chip.H1V2_SYN_GAIN_V,
@@ -407,32 +458,52 @@ def _layer(s: Stage, requested_tau_s, arrays: dict) -> dict:
     return out
 
 
-def _synapse(s: Stage, dep: Deployment, arrays: dict) -> dict:
-    codes = dep.codes[s.synapse_name].to(torch.int32)
-    arrays[f"{s.synapse_name}.codes"] = codes.numpy()
+def _routed(r: Routed, kind: str, dep: Deployment, arrays: dict) -> dict:
+    """The entry of one routed matrix: its codes (and, for a masked recurrence, its mask) in ``arrays``."""
+    codes = dep.codes[r.name].to(torch.int32)
+    arrays[f"{r.name}.codes"] = codes.numpy()
     out = {
-        "name": s.synapse_name,
-        "kind": "diagonal" if s.diagonal else "dense",
+        "name": r.name,
+        "kind": kind,
         "shape": list(codes.shape),
-        "codes": f"{s.synapse_name}.codes",
+        "codes": f"{r.name}.codes",
         "scale": dep.grid.step,
         "offset": -dep.grid.limit,
         "bits": dep.grid.bits,
-        "transfer": _transfer(s.synapse),
+        "transfer": _transfer(r.module),
         "sign_blocks": None,
     }
-    if s.signed:
-        padded, _ = block_view(s.synapse.weight.detach().cpu())
+    if kind == "recurrent":
+        out["delay_steps"] = 1
+        out["mask"] = None
+        if r.mask is not None:
+            arrays[f"{r.name}.mask"] = r.mask.numpy()
+            out["mask"] = f"{r.name}.mask"
+            out["connections"] = int(r.mask.sum())
+    if r.signed:
+        w = routed_weight(r.module).detach().cpu()
+        padded, _ = block_view(w)
         signs = torch.where(padded.sum(-1) >= 0, 1, -1).to(torch.int8)
-        arrays[f"{s.synapse_name}.block_signs"] = signs.numpy()
+        arrays[f"{r.name}.block_signs"] = signs.numpy()
         out["sign_blocks"] = {
             "size": chip.SIGN_BLOCK_SIZE,
-            "signs": f"{s.synapse_name}.block_signs",
+            "signs": f"{r.name}.block_signs",
             "blocks": signs.numel(),
             "positive": int((signs > 0).sum()),
             "negative": int((signs < 0).sum()),
-            "mixed": len(violating_blocks(s.synapse.weight.detach().cpu())),
+            "mixed": len(violating_blocks(w)),
         }
+    return out
+
+
+def _stage(s: Stage, dep: Deployment, requested_tau_s, arrays: dict) -> dict:
+    routed = {r.module: r for r in routed_matrices([s])}
+    out = {
+        "synapse": _routed(routed[s.synapse], "diagonal" if s.diagonal else "dense", dep, arrays),
+        "layer": _layer(s, requested_tau_s, arrays),
+    }
+    if s.layer.recurrent:
+        out["layer"]["recurrent"] = _routed(routed[s.layer], "recurrent", dep, arrays)
     return out
 
 
@@ -460,10 +531,7 @@ def build_artefact(
     # config has an entry per layer.
     taus = requested_taus_s if requested_taus_s and len(requested_taus_s) == len(dep.stages) else None
     arrays: dict[str, np.ndarray] = {}
-    stages = [
-        {"synapse": _synapse(s, dep, arrays), "layer": _layer(s, taus and taus[i], arrays)}
-        for i, s in enumerate(dep.stages)
-    ]
+    stages = [_stage(s, dep, taus and taus[i], arrays) for i, s in enumerate(dep.stages)]
     meta = {
         "format": chipsim.FORMAT,
         "version": chipsim.VERSION,
@@ -500,6 +568,8 @@ def to_nir(dep: Deployment, input_gain: float):
 
     if dep.chip != "lif":
         raise ExportError(f"NIR export covers LIF networks; {dep.chip} has no NIR neuron (docs/deploy.md)")
+    if any(s.layer.recurrent for s in dep.stages):
+        raise ExportError("NIR export covers feed-forward chains; NIR has no one-step in-core recurrence")
     n_in = dep.stages[0].n_outputs
     dt = dep.stages[0].layer.dt
     nodes = {
@@ -579,7 +649,8 @@ def export_model(
         model, dep, classes=classes, features=features, requested_taus_s=requested_taus_s,
         provenance=provenance,
     )  # fmt: skip
-    graph = to_nir(dep, meta["input_gain"]) if dep.chip == "lif" else None
+    feed_forward = not any(s.layer.recurrent for s in dep.stages)
+    graph = to_nir(dep, meta["input_gain"]) if dep.chip == "lif" and feed_forward else None
     return write_artefact(folder, meta, arrays, graph), dep
 
 

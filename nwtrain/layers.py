@@ -22,13 +22,15 @@ import torch
 from torch import nn
 
 from . import chip, kernels
-from .dynamics import RESET_MECHANISMS, lif_step, linear_leak_step, run_sequence
+from .dynamics import RESET_MECHANISMS, lif_step, linear_leak_step, recurrent_current, run_sequence
 from .quant import Quantizer, RangeQuantizer
 from .surrogate import Surrogate, fast_sigmoid
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SURROGATE_SLOPE = 25.0  # tutorial 4 uses fast_sigmoid(slope=25) on every layer
+# The SDK's layer_topology: feed-forward, or recurrent within the layer's core ("RC").
+TOPOLOGIES = ("FF", "RC")
 
 
 def resolve_device(device) -> torch.device:
@@ -61,24 +63,108 @@ def snap_tau(taus_s: torch.Tensor, profiles_s: Sequence[float]) -> torch.Tensor:
     return table[idx].float()
 
 
+def _default_init(fan_in: int):
+    """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), torch's nn.Linear default."""
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    return lambda w: nn.init.uniform_(w, -bound, bound)
+
+
+def _draw_offset(stddev: float, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+    """A chip instance's programming error of the weights ``like``: Gaussian of ``stddev``, or None."""
+    if stddev <= 0:
+        return None
+    z = torch.randn(like.shape, generator=generator, device=generator.device)
+    return (stddev * z).to(like)
+
+
+def _programmed(w: torch.Tensor, quantizer: Quantizer | None, offset: torch.Tensor | None) -> torch.Tensor:
+    """``quantizer(w) + offset``: what the chip's memory holds plus this chip instance's error."""
+    w = w if quantizer is None else quantizer(w)
+    return w if offset is None else w + offset
+
+
+def _check_stddev(stddev) -> float:
+    if stddev is not None and stddev < 0:
+        raise ValueError(f"stddev must be >= 0, got {stddev}")
+    if stddev:
+        log.info("Synapse mismatch at stddev = %s has now been enabled", stddev)
+    return float(stddev or 0.0)
+
+
 # -------------------------------------------------------------------------------------------------------
 # Neuron layers
 # -------------------------------------------------------------------------------------------------------
 class _SpikingLayer(nn.Module):
-    """Holds the membrane state and runs one step or a whole sequence through ``_step``."""
+    """Holds the membrane state and runs one step or a whole sequence through ``_step``.
 
-    def __init__(self, n_neurons: int, dt: float, spike_grad: Surrogate | None, device):
+    ``layer_topology="RC"`` adds in-core recurrence (``dynamics.recurrent_current``): the parameter
+    ``recurrent_weights [N, N]`` (row: the neuron that spiked) reaches the layer's own input one step later
+    through the chip's synapse (``transfer``), quantised by ``quantizer`` and offset by this chip
+    instance's mismatch of ``stddev`` as a feed-forward synapse of the chip is. ``recurrent_mask`` (bool
+    ``[N, N]``, a buffer; None: all-to-all) keeps only the connections the core placement allows
+    (``topology.core_block_mask``): the others are exactly 0 in the weight, its gradient and the current.
+    State: the spikes of the last step ``spk``, cleared by ``prepare_net``.
+    """
+
+    SIGN_BLOCKS = False  # the chip layers route their recurrent weights in sign blocks
+    WEIGHT_LIMIT_V: float | None = None
+
+    def __init__(
+        self,
+        n_neurons: int,
+        dt: float,
+        spike_grad: Surrogate | None,
+        device,
+        layer_topology: str = "FF",
+        recurrent_mask: torch.Tensor | None = None,
+        quantizer: Quantizer | None = None,
+        stddev: float = 0.0,
+    ):
         super().__init__()
         if not dt > 0:
             raise ValueError(f"dt must be > 0 s, got {dt}")
+        if layer_topology not in TOPOLOGIES:
+            raise ValueError(
+                f"layer_topology must be one of {TOPOLOGIES} (feed-forward or in-core recurrent), "
+                f"got {layer_topology!r}"
+            )
         self.n_neurons = int(n_neurons)
         self.dt = float(dt)
         self.spike_grad = spike_grad if spike_grad is not None else fast_sigmoid(DEFAULT_SURROGATE_SLOPE)
         self.device_ = resolve_device(device)
+        self.layer_topology = layer_topology
         self.mem: torch.Tensor | None = None
+        self.spk: torch.Tensor | None = None
         self.collect_metrics = False
         self.spike_count: torch.Tensor | None = None
         self.sample_steps = 0
+        self.stddev = _check_stddev(stddev)
+        if not self.recurrent:
+            if recurrent_mask is not None or quantizer is not None or self.stddev:
+                raise ValueError(
+                    "recurrent_mask, the recurrent quantisation and stddev belong to layer_topology='RC'"
+                )
+            return
+        n = self.n_neurons
+        if recurrent_mask is not None:
+            recurrent_mask = torch.as_tensor(recurrent_mask, device=self.device_)
+            if recurrent_mask.dtype != torch.bool or recurrent_mask.shape != (n, n):
+                raise ValueError(
+                    f"recurrent_mask must be a bool [{n}, {n}] tensor, got {recurrent_mask.dtype} "
+                    f"{list(recurrent_mask.shape)}"
+                )
+        self.register_buffer("recurrent_mask", recurrent_mask)
+        self.recurrent_quantizer = quantizer
+        self.recurrent_weights = nn.Parameter(torch.empty(n, n, device=self.device_))
+        with torch.no_grad():
+            _default_init(n)(self.recurrent_weights)
+            if recurrent_mask is not None:
+                self.recurrent_weights.mul_(recurrent_mask)
+        self._recurrent_offset: torch.Tensor | None = None
+
+    @property
+    def recurrent(self) -> bool:
+        return self.layer_topology == "RC"
 
     def _step_fn(self, mem: torch.Tensor, current: torch.Tensor, *args):
         """The model's pure step function (``nwtrain.dynamics``) with this layer's fixed options."""
@@ -88,15 +174,29 @@ class _SpikingLayer(nn.Module):
         """Parameters handed to the pure step function after ``(mem, input)``."""
         raise NotImplementedError
 
-    def _fused(self, mem: torch.Tensor, current: torch.Tensor):
-        """``run_sequence``'s result from a fused kernel (``nwtrain.kernels``), or None to run it."""
+    def _fused(self, mem: torch.Tensor, current: torch.Tensor, recurrent, spk):
+        """``run_sequence``'s result from a fused kernel (``nwtrain.kernels``), or None to run it;
+        ``recurrent`` is ``G [N, N]`` or None, ``spk`` the spikes of the step before (RC)."""
         return None
 
     def prepare(self, generator: torch.Generator, collect_metrics: bool = False) -> None:
         self.mem = None
+        self.spk = None
         self.collect_metrics = collect_metrics
         self.spike_count = None
         self.sample_steps = 0
+        if self.recurrent:
+            self._recurrent_offset = _draw_offset(self.stddev, self.recurrent_weights, generator)
+
+    def transfer(self, w: torch.Tensor) -> torch.Tensor:
+        """The chip synapse: a programmed weight to the current this layer integrates (LIF: itself)."""
+        return w
+
+    def effective_recurrent_weights(self) -> torch.Tensor:
+        """This chip instance's recurrent weights: quantised plus offset, exactly 0 where masked (a
+        missing connection has neither a level nor an error)."""
+        w = _programmed(self.recurrent_weights, self.recurrent_quantizer, self._recurrent_offset)
+        return w if self.recurrent_mask is None else torch.where(self.recurrent_mask, w, 0.0)
 
     def forward(self, current: torch.Tensor):
         if current.dim() not in (2, 3) or current.shape[-1] != self.n_neurons:
@@ -107,14 +207,24 @@ class _SpikingLayer(nn.Module):
         batch = current.shape[0]
         if self.mem is None or self.mem.shape[0] != batch:
             self.mem = current.new_zeros(batch, self.n_neurons)
+        g = None
+        if self.recurrent:
+            g = self.transfer(self.effective_recurrent_weights())
+            if self.spk is None or self.spk.shape[0] != batch:
+                self.spk = current.new_zeros(batch, self.n_neurons)
         if current.dim() == 2:
-            spk, self.mem = self._step(self.mem, current)
+            step_input = current if g is None else recurrent_current(current, self.spk, g)
+            spk, self.mem = self._step(self.mem, step_input)
             mem_out = self.mem
         else:
-            fused = self._fused(self.mem, current)
+            fused = self._fused(self.mem, current, g, self.spk)
             if fused is None:
-                fused = run_sequence(self._step_fn, self.mem, current, *self._step_args())
+                fused = run_sequence(
+                    self._step_fn, self.mem, current, *self._step_args(), recurrent=g, spk=self.spk
+                )
             spk, mem_out, self.mem = fused
+        if g is not None:
+            self.spk = spk if spk.dim() == 2 else spk[:, -1]
         if self.collect_metrics:
             counts = spk.detach().reshape(-1, self.n_neurons).sum(0)
             self.spike_count = counts if self.spike_count is None else self.spike_count + counts
@@ -149,8 +259,11 @@ class LIFLayer(_SpikingLayer):
         learn_thresholds: bool = False,
         spike_grad: Surrogate | None = None,
         device=None,
+        layer_topology: str = "FF",
+        recurrent_mask: torch.Tensor | None = None,
+        quantizer: Quantizer | None = None,
     ):
-        super().__init__(n_neurons, dt, spike_grad, device)
+        super().__init__(n_neurons, dt, spike_grad, device, layer_topology, recurrent_mask, quantizer)
         if reset_mechanism not in RESET_MECHANISMS:
             raise ValueError(f"reset_mechanism must be one of {RESET_MECHANISMS}, got {reset_mechanism!r}")
         self.reset_mechanism = reset_mechanism
@@ -180,10 +293,26 @@ class LIFLayer(_SpikingLayer):
     def _step_args(self):
         return self._d_taus, self.thresholds
 
-    def _fused(self, mem, current):
+    def _fused(self, mem, current, recurrent, spk):
         return kernels.lif_sequence(
-            current, mem, self._d_taus, self.thresholds, self.reset_mechanism, self.spike_grad
+            current, mem, self._d_taus, self.thresholds, self.reset_mechanism, self.spike_grad, recurrent, spk
         )
+
+
+class _H1v1Transfer:
+    """H1v1 transconductor: I[nA] = I_B * tanh(w / (lif_threshold * W_S)) (constants in ``chip``)."""
+
+    I_B_NA = chip.H1V1_SYN_BIAS_CURRENT_A / chip.H1V1_CURRENT_UNIT_A
+
+    def transfer(self, w):
+        return self.I_B_NA * torch.tanh(w / (self.lif_threshold * chip.H1V1_SYN_LINEAR_RANGE_V))
+
+
+class _H1v2Transfer:
+    """H1v2 synapse: linear gain, dV[V] = fo * w / lif_threshold (``chip.H1V2_SYN_GAIN_V``)."""
+
+    def transfer(self, w):
+        return chip.H1V2_SYN_GAIN_V / self.lif_threshold * w
 
 
 class _ChipLayer(_SpikingLayer):
@@ -195,7 +324,13 @@ class _ChipLayer(_SpikingLayer):
 
     ``clamp_grad`` is a training option, not physics: the backward slope of the membrane's clamp at 0
     where it clamps (``dynamics.clamp_at_zero``; 0, the default, is the exact derivative).
+
+    An RC layer's recurrent weights live on the chip's grid: ``quantization_bit`` levels over its range,
+    ``stddev`` its synaptic mismatch (H1v1 only), ``lif_threshold`` as for its synapses.
     """
+
+    SIGN_BLOCKS = True
+    SYNAPTIC_MISMATCH: bool
 
     V_THRESHOLD_V: float
     TAU_PROFILES_S: tuple[float, ...]
@@ -212,8 +347,19 @@ class _ChipLayer(_SpikingLayer):
         spike_grad: Surrogate | None = None,
         device=None,
         clamp_grad: float = 0.0,
+        layer_topology: str = "FF",
+        recurrent_mask: torch.Tensor | None = None,
+        quantization_bit: int | None = None,
+        stddev: float = 0.0,
+        lif_threshold: float = 1.0,
     ):
-        super().__init__(n_neurons, dt, spike_grad, device)
+        if stddev and not self.SYNAPTIC_MISMATCH:
+            raise ValueError(f"stddev={stddev}: {type(self).__name__} has no synaptic mismatch model")
+        quantizer = _Synapse._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
+        super().__init__(
+            n_neurons, dt, spike_grad, device, layer_topology, recurrent_mask, quantizer, stddev
+        )  # fmt: skip
+        self.lif_threshold = float(lif_threshold)
         if not 0.0 <= clamp_grad <= 1.0:
             raise ValueError(f"clamp_grad must lie in [0, 1], got {clamp_grad}")
         self.clamp_grad = float(clamp_grad)
@@ -243,18 +389,22 @@ class _ChipLayer(_SpikingLayer):
     def _step_args(self):
         return self.Vleak, self._vt
 
-    def _fused(self, mem, dv, scale=1.0):
+    def _fused(self, mem, dv, recurrent, spk, scale=1.0):
         return kernels.linear_leak_sequence(
-            dv, mem, self.Vleak, self._vt, self.RESET, self.spike_grad, scale, self.clamp_grad
+            dv, mem, self.Vleak, self._vt, self.RESET, self.spike_grad, scale, self.clamp_grad, recurrent, spk
         )
 
 
-class H1v1Layer(_ChipLayer):
+class H1v1Layer(_H1v1Transfer, _ChipLayer):
     """H1v1 neuron: linear leak, chip-wide threshold 0.204 V, zero reset, membrane >= 0.
 
     Its input is the synaptic current in nA (from ``H1v1Synapse`` / ``H1v1Frontend``); each input spike
-    delivers a pulse of ``H1V1_PULSE_WIDTH_S`` into ``H1V1_C_MEM_F``, i.e. 0.01 V per nA.
+    delivers a pulse of ``H1V1_PULSE_WIDTH_S`` into ``H1V1_C_MEM_F``, i.e. 0.01 V per nA. Recurrent weights
+    (RC) pass the same transconductor.
     """
+
+    WEIGHT_LIMIT_V = chip.H1V1_WEIGHT_LIMIT_V
+    SYNAPTIC_MISMATCH = True
 
     V_THRESHOLD_V = chip.H1V1_V_THRESHOLD_V
     TAU_PROFILES_S = chip.H1V1_TAU_PROFILES_S
@@ -266,15 +416,19 @@ class H1v1Layer(_ChipLayer):
     def _step_fn(self, mem, current_na, vleak, vt):
         return super()._step_fn(mem, current_na * self.VOLTS_PER_NA, vleak, vt)
 
-    def _fused(self, mem, current_na):
-        return super()._fused(mem, current_na, scale=self.VOLTS_PER_NA)
+    def _fused(self, mem, current_na, recurrent, spk):
+        return super()._fused(mem, current_na, recurrent, spk, scale=self.VOLTS_PER_NA)
 
 
-class H1v2Layer(_ChipLayer):
+class H1v2Layer(_H1v2Transfer, _ChipLayer):
     """H1v2 neuron: linear leak, chip-wide threshold 0.3226 V, subtraction reset, membrane >= 0.
 
-    Its input is the membrane increment in V (``H1v2Synapse``: dV = fo * w).
+    Its input is the membrane increment in V (``H1v2Synapse``: dV = fo * w); so is its recurrent input (RC),
+    through the same linear gain.
     """
+
+    WEIGHT_LIMIT_V = chip.H1V2_WEIGHT_LIMIT_V
+    SYNAPTIC_MISMATCH = False
 
     V_THRESHOLD_V = chip.H1V2_V_THRESHOLD_V
     TAU_PROFILES_S = chip.H1V2_TAU_PROFILES_S
@@ -287,12 +441,6 @@ class H1v2Layer(_ChipLayer):
 # Synapses
 # -------------------------------------------------------------------------------------------------------
 InitFn = Callable[[torch.Tensor], object]
-
-
-def _default_init(fan_in: int) -> InitFn:
-    """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), torch's nn.Linear default."""
-    bound = 1.0 / math.sqrt(max(fan_in, 1))
-    return lambda w: nn.init.uniform_(w, -bound, bound)
 
 
 class _Synapse(nn.Module):
@@ -313,11 +461,7 @@ class _Synapse(nn.Module):
         with torch.no_grad():
             (init or _default_init(fan_in))(self.weight)
         self.quantizer = quantizer
-        if stddev is not None and stddev < 0:
-            raise ValueError(f"stddev must be >= 0, got {stddev}")
-        self.stddev = float(stddev or 0.0)
-        if self.stddev > 0:
-            log.info("Synapse mismatch at stddev = %s has now been enabled", stddev)
+        self.stddev = _check_stddev(stddev)
         self._offset: torch.Tensor | None = None
 
     @staticmethod
@@ -325,15 +469,10 @@ class _Synapse(nn.Module):
         return None if quantization_bit is None else RangeQuantizer(quantization_bit, limit)
 
     def prepare(self, generator: torch.Generator, collect_metrics: bool = False) -> None:
-        if self.stddev > 0:
-            z = torch.randn(self.weight.shape, generator=generator, device=generator.device)
-            self._offset = (self.stddev * z).to(self.weight)
-        else:
-            self._offset = None
+        self._offset = _draw_offset(self.stddev, self.weight, generator)
 
     def effective_weight(self) -> torch.Tensor:
-        w = self.weight if self.quantizer is None else self.quantizer(self.weight)
-        return w if self._offset is None else w + self._offset
+        return _programmed(self.weight, self.quantizer, self._offset)
 
     def transfer(self, w: torch.Tensor) -> torch.Tensor:
         return w
@@ -363,15 +502,6 @@ class LIFSynapse(_Synapse):
     def forward(self, x):
         out = super().forward(x)
         return out if self.bias is None else out + self.bias
-
-
-class _H1v1Transfer:
-    """H1v1 transconductor: I[nA] = I_B * tanh(w / (lif_threshold * W_S)) (constants in ``chip``)."""
-
-    I_B_NA = chip.H1V1_SYN_BIAS_CURRENT_A / chip.H1V1_CURRENT_UNIT_A
-
-    def transfer(self, w):
-        return self.I_B_NA * torch.tanh(w / (self.lif_threshold * chip.H1V1_SYN_LINEAR_RANGE_V))
 
 
 class H1v1Synapse(_H1v1Transfer, _Synapse):
@@ -434,7 +564,7 @@ class H1v1Frontend(_H1v1Transfer, _Synapse):
         return x * self.transfer(self.effective_weight())
 
 
-class H1v2Synapse(_Synapse):
+class H1v2Synapse(_H1v2Transfer, _Synapse):
     """Dense H1v2 synapse: linear gain, ``dV = fo * w / lif_threshold`` in V; range [-1.66, 1.66], sign
     blocks of 5. H1v2 has no synaptic mismatch (no ``stddev``)."""
 
@@ -453,9 +583,6 @@ class H1v2Synapse(_Synapse):
         quantizer = self._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
         super().__init__((nb_inputs, nb_outputs), nb_inputs, init, quantizer, 0.0, device)
         self.lif_threshold = float(lif_threshold)
-
-    def transfer(self, w):
-        return chip.H1V2_SYN_GAIN_V / self.lif_threshold * w
 
 
 def delay_steps(delay_s: float, dt: float) -> int:
@@ -536,3 +663,20 @@ def synapses(module: nn.Module) -> list[_Synapse]:
 
 def spiking_layers(module: nn.Module) -> list[_SpikingLayer]:
     return [m for m in module.modules() if isinstance(m, _SpikingLayer)]
+
+
+def recurrent_layers(module: nn.Module) -> list[_SpikingLayer]:
+    """Every layer with in-core recurrence (``layer_topology="RC"``) in ``module``, in registration order."""
+    return [m for m in spiking_layers(module) if m.recurrent]
+
+
+def routed_weight(module: nn.Module, programmed: bool = False) -> torch.Tensor:
+    """The ``[inputs, outputs]`` matrix ``module`` routes through the chip's crossbar, as the module exposes
+    it: a synapse's ``weight``, an RC layer's ``recurrent_weights`` with its masked connections exactly 0.
+    ``programmed``: quantised, as the chip's memory holds it (no mismatch)."""
+    if isinstance(module, _SpikingLayer):
+        w, quantizer, mask = module.recurrent_weights, module.recurrent_quantizer, module.recurrent_mask
+    else:
+        w, quantizer, mask = module.weight, module.quantizer, None
+    w = quantizer(w) if programmed and quantizer is not None else w
+    return w if mask is None else torch.where(mask, w, 0.0)

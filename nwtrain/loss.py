@@ -7,22 +7,25 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .layers import synapses
+from .layers import recurrent_layers, routed_weight, synapses
 from .topology import sign_conflict
 
 
 def topology_loss(synapse: nn.Module, lam: float) -> torch.Tensor:
-    """``lam * sum over sign blocks of the minority magnitude`` ((sum|w| - |sum w|) / 2 per block).
+    """``lam * sum over sign blocks of the minority magnitude`` ((sum|w| - |sum w|) / 2 per block) of a
+    synapse's weight or an RC layer's recurrent weights (``layers.routed_weight``).
 
     Zero exactly when every block of 5 is sign-uniform; its gradient shrinks the weights that disagree
     with their block's majority, which is the nudge tutorial 4 describes (lam=0.05).
     """
-    return lam * sign_conflict(synapse.weight).sum()
+    return lam * sign_conflict(routed_weight(synapse)).sum()
 
 
 def weight_magnitude_loss(model: nn.Module, limit: float) -> torch.Tensor:
-    """``sum over every synapse weight of relu(|w| - limit)^2``: a soft wall at the chip's range."""
-    terms = [torch.relu(s.weight.abs() - limit).pow(2).sum() for s in synapses(model)]
+    """``sum over every synapse weight and recurrent weight of relu(|w| - limit)^2``: a soft wall at the
+    chip's range."""
+    weights = [s.weight for s in synapses(model)] + [routed_weight(m) for m in recurrent_layers(model)]
+    terms = [torch.relu(w.abs() - limit).pow(2).sum() for w in weights]
     if not terms:
         raise ValueError(f"{type(model).__name__} has no synapse for weight_magnitude_loss")
     return torch.stack(terms).sum()

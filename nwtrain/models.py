@@ -2,6 +2,10 @@
 
     input [B, T, C] -> frontend -> frontend_layer -> syn_hidden -> hidden -> syn_out -> out -> spikes
 
+With ``recurrent=True`` every hidden layer is an in-core recurrent layer (the SDK's
+``layer_topology="RC"``): its own spikes return one step later through ``recurrent_weights``, within the
+cores ``core_sizes`` places its neurons on.
+
 The LIF baseline may put a ``DelayLine`` (``frontend_delays_s``) between ``frontend_layer`` and
 ``syn_hidden``: the hidden synapse then sees every front-end spike train at several delays.
 
@@ -37,9 +41,11 @@ from .layers import (
     LIFLayer,
     LIFSynapse,
     prepare_net,
+    recurrent_layers,
 )
 from .quant import RangeQuantizer
 from .surrogate import Surrogate, fast_sigmoid
+from .topology import core_block_mask, core_ids_in_order
 
 CHIPS = ("lif", "h1v1", "h1v2")
 
@@ -124,6 +130,12 @@ class H1v2Frontend(_Diagonal, H1v2Synapse):
         )
 
 
+def recurrence(n: int, core_sizes: Sequence[int] | None) -> dict:
+    """An RC layer's topology options: its neurons placed on ``core_sizes`` in order (None: one core)."""
+    mask = None if core_sizes is None else core_block_mask(core_ids_in_order(n, core_sizes))
+    return {"layer_topology": "RC", "recurrent_mask": mask}
+
+
 class KWSNet(nn.Module):
     """Tutorial 4's yes/no network (``H1v1YesNoNet`` / ``H1v1YesNoNetMismatch``) for ``chip`` in
     ``lif``, ``h1v1``, ``h1v2``, with any number of hidden layers.
@@ -150,6 +162,12 @@ class KWSNet(nn.Module):
     ``dense_init_bound`` sets a uniform init of the dense weights (None: torch's 1/sqrt(fan_in)); H1v2's
     weak linear synapse needs a larger one to wake its hidden layer.
 
+    ``recurrent`` makes every hidden layer recurrent (``layer_topology="RC"``), its recurrent weights on the
+    dense synapses' grid and with their mismatch (``quantization_bit``, ``stddev``). ``core_sizes`` (None:
+    one core holds the layer, all-to-all) are the neuron capacities of the cores each hidden layer is
+    placed on in order, core 0 filled first; a layer may span cores and its recurrence stays within each
+    core (``topology.core_block_mask``).
+
     ``forward(x, generator)`` resets the membranes, draws this batch's chip instance from ``generator``
     (a ``torch.Generator``; None: torch's global one) and returns each class's output spikes per step
     ``[B, T, n_classes]`` (summed over its population). The spikes of every layer stay in ``self.traces``
@@ -174,6 +192,8 @@ class KWSNet(nn.Module):
         out_population: int = 1,
         clamp_grad: float = 0.0,
         frontend_delays_s: Sequence[float] = (),
+        recurrent: bool = False,
+        core_sizes: Sequence[int] | None = None,
         device=None,
     ):
         super().__init__()
@@ -197,7 +217,10 @@ class KWSNet(nn.Module):
                 f"frontend_delays_s={list(frontend_delays_s)}: chip={chip!r} has no synaptic delays (a spike "
                 f"reaches its targets in the step it fires); delays are a LIF baseline option"
             )
+        if core_sizes is not None and not recurrent:
+            raise ValueError("core_sizes places the neurons of recurrent hidden layers: set recurrent=True")
         self.chip = chip
+        self.recurrent = bool(recurrent)
         self.n_channels, self.n_classes = int(n_channels), int(n_classes)
         self.hidden_size = sizes[0] if len(sizes) == 1 else sizes
         self.out_population = int(out_population)
@@ -226,10 +249,11 @@ class KWSNet(nn.Module):
                     n_in, n_out, init=init, quantization_bit=quantization_bit, stddev=stddev, device=device
                 )
 
-            def layer(n, tau, mismatch):
+            def layer(n, tau, mismatch, rc=None):
+                rc = rc and {**rc, "quantization_bit": quantization_bit, "stddev": stddev}
                 return H1v1Layer(
                     n, taus=tau, dt=dt, ileak_mismatch=mismatch, spike_grad=spike_grad, device=device,
-                    clamp_grad=clamp_grad,
+                    clamp_grad=clamp_grad, **(rc or {}),
                 )  # fmt: skip
         elif chip == "h1v2":
             self.frontend = H1v2Frontend(n_channels, gain, quantization_bit=quantization_bit, device=device)
@@ -237,10 +261,11 @@ class KWSNet(nn.Module):
             def dense(n_in, n_out):
                 return H1v2Synapse(n_in, n_out, init=init, quantization_bit=quantization_bit, device=device)
 
-            def layer(n, tau, mismatch):
+            def layer(n, tau, mismatch, rc=None):
+                rc = rc and {**rc, "quantization_bit": quantization_bit}
                 return H1v2Layer(
                     n, taus=tau, dt=dt, ileak_mismatch=mismatch, spike_grad=spike_grad, device=device,
-                    clamp_grad=clamp_grad,
+                    clamp_grad=clamp_grad, **(rc or {}),
                 )  # fmt: skip
         else:
             quantizer = (
@@ -251,8 +276,9 @@ class KWSNet(nn.Module):
             def dense(n_in, n_out):
                 return LIFSynapse(n_in, n_out, init=init, quantizer=quantizer, device=device)
 
-            def layer(n, tau, mismatch):
-                return LIFLayer(n, taus=tau, dt=dt, spike_grad=spike_grad, device=device)
+            def layer(n, tau, mismatch, rc=None):
+                rc = rc and {**rc, "quantizer": quantizer}
+                return LIFLayer(n, taus=tau, dt=dt, spike_grad=spike_grad, device=device, **(rc or {}))
 
         self.frontend_layer = layer(n_channels, neuron_taus(taus[0], n_channels), False)
         self.delays = DelayLine(n_channels, frontend_delays_s, dt) if len(frontend_delays_s) else None
@@ -261,8 +287,10 @@ class KWSNet(nn.Module):
         widths = [n_first, *sizes, n_classes * self.out_population]
         for i, name in enumerate(self.layer_names[1:]):
             n_in, n_out = widths[i], widths[i + 1]
+            hidden = i < len(sizes)
             self.add_module(f"syn_{name}", dense(n_in, n_out))
-            self.add_module(name, layer(n_out, neuron_taus(taus[i + 1], n_out), ileak_mismatch))
+            rc = recurrence(n_out, core_sizes) if recurrent and hidden else None
+            self.add_module(name, layer(n_out, neuron_taus(taus[i + 1], n_out), ileak_mismatch, rc))
         self.traces: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -281,6 +309,12 @@ class KWSNet(nn.Module):
     def dense_synapses(self) -> tuple[nn.Module, ...]:
         """The routed synapses the sign-topology loss applies to (tutorial 4: hidden and output)."""
         return tuple(getattr(self, f"syn_{name}") for name in self.layer_names[1:])
+
+    def routed_modules(self) -> dict[str, nn.Module]:
+        """Every module whose weights the chip routes in sign blocks, by name: the dense synapses, then the
+        recurrent layers (``layers.routed_weight`` gives their matrices)."""
+        routed = {f"syn_{name}": getattr(self, f"syn_{name}") for name in self.layer_names[1:]}
+        return routed | {n: m for n, m in self.named_children() if m in recurrent_layers(self)}
 
     def param_groups(self, lr_frontend: float, lr_core: float) -> list[dict]:
         """Tutorial 4's two Adam groups: the few front-end gains learn 100x slower than the core."""

@@ -34,17 +34,23 @@ class SignBlocks(nn.Module):
     moving and the weights keep their magnitudes; ``hard`` makes it exact. A block that agrees already
     (``|z_b| = 1``) is ``v`` itself at every alpha. ``L`` is None for a module without a chip range.
 
+    ``mask`` (bool, the shape of the weight; None: every entry) are the connections that exist: ``v`` is
+    exactly 0 elsewhere, so a missing connection neither shows a weight nor sways its block's sign (an RC
+    layer's ``recurrent_mask``, shared with the layer, hence not saved twice).
+
     ``alpha`` and ``hard`` are buffers, so a checkpoint restores the exposed weights exactly.
     """
 
-    def __init__(self, limit: float | None, alpha: float = 0.5):
+    def __init__(self, limit: float | None, alpha: float = 0.5, mask: torch.Tensor | None = None):
         super().__init__()
         self.limit = None if limit is None else float(limit)
         self.register_buffer("alpha", torch.tensor(float(alpha)))
         self.register_buffer("hard", torch.tensor(False))
+        self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, theta: torch.Tensor) -> torch.Tensor:
         v = theta if self.limit is None else self.limit * torch.tanh(theta / self.limit)
+        v = v if self.mask is None else torch.where(self.mask, v, 0.0)
         padded, _ = block_view(v)
         total = padded.sum(-1, keepdim=True)
         z = total / padded.abs().sum(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
@@ -90,14 +96,17 @@ def sign_blocks(net: nn.Module) -> list[SignBlocks]:
 
 def sign_parametrize(net: nn.Module) -> list[SignBlocks]:
     """Register ``SignBlocks`` on every sign-block tensor of ``net`` not yet parametrised, bounded by its
-    module's ``WEIGHT_LIMIT_V``; returns all of them. Build the optimiser afterwards: it must hold the
-    ``original`` tensors."""
+    module's ``WEIGHT_LIMIT_V`` (and masked by an RC layer's ``recurrent_mask``); returns all of them.
+    Build the optimiser afterwards: it must hold the ``original`` tensors."""
     for mod_name, mod, name in _signed_tensors(net):
         if parametrize.is_parametrized(mod, name):
             continue
         if not isinstance(getattr(mod, name), nn.Parameter):
             raise ValueError(f"{mod_name or type(net).__name__}.{name} is not a parameter to parametrise")
-        parametrize.register_parametrization(mod, name, SignBlocks(getattr(mod, "WEIGHT_LIMIT_V", None)))
+        mask = getattr(mod, "recurrent_mask", None) if name == "recurrent_weights" else None
+        parametrize.register_parametrization(
+            mod, name, SignBlocks(getattr(mod, "WEIGHT_LIMIT_V", None), mask=mask)
+        )
     blocks = sign_blocks(net)
     if not blocks:
         raise ValueError(f"{type(net).__name__} has no chip synapse with sign blocks to anneal")

@@ -2,6 +2,8 @@
 
 Weights are stored ``[inputs, outputs]``. For each input row, output columns ``[0:5), [5:10), ...`` form a
 block whose weights must share one sign; a last block shorter than 5 (e.g. 2 outputs) is a block too.
+
+In-core recurrence reaches only the neurons of the spiking neuron's own core: ``core_block_mask``.
 """
 
 from __future__ import annotations
@@ -40,3 +42,23 @@ def violating_blocks(w: torch.Tensor, block: int = SIGN_BLOCK_SIZE) -> list[tupl
     padded, _ = block_view(w.detach(), block)
     bad = (padded > 0).any(-1) & (padded < 0).any(-1)
     return [tuple(ix) for ix in bad.nonzero().tolist()]
+
+
+def core_block_mask(core_ids: torch.Tensor) -> torch.Tensor:
+    """The connections in-core recurrence allows: ``mask[i, j] = core_ids[i] == core_ids[j]``, with
+    ``core_ids[i]`` the core of neuron ``i`` (a spike reaches its own core only)."""
+    core_ids = torch.as_tensor(core_ids)
+    if core_ids.dim() != 1:
+        raise ValueError(f"core_ids must be one core per neuron, shape [N], got {list(core_ids.shape)}")
+    return core_ids[:, None] == core_ids[None, :]
+
+
+def core_ids_in_order(n_neurons: int, core_sizes) -> torch.Tensor:
+    """The core of each of ``n_neurons`` neurons placed in order, filling core 0 (``core_sizes[0]``
+    neurons) first, then core 1, ...; a layer may span cores. ValueError when the cores cannot hold them."""
+    sizes = [int(c) for c in core_sizes]
+    if not sizes or any(c < 1 for c in sizes):
+        raise ValueError(f"core_sizes must be a non-empty list of positive core capacities, got {core_sizes}")
+    if sum(sizes) < n_neurons:
+        raise ValueError(f"core_sizes {sizes} hold {sum(sizes)} neurons, fewer than {n_neurons}")
+    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))[:n_neurons]

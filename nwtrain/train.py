@@ -36,6 +36,7 @@ from . import plots
 from .checkpoint import atomic_write_json, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .chip import SIGN_BLOCK_SIZE
 from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainingInterrupted
+from .layers import routed_weight
 from .loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from .metrics import spike_counts
 from .models import KWSNet
@@ -143,7 +144,7 @@ def loss_terms(
     n_fr = len(w.fr_layers)
     return {
         "cross_entropy": F.cross_entropy(logits, labels),
-        "topology": sum((topology_loss(s, w.lam_topology) for s in model.dense_synapses()), zero)
+        "topology": sum((topology_loss(s, w.lam_topology) for s in model.routed_modules().values()), zero)
         if w.lam_topology
         else zero,
         "weight_magnitude": weight_magnitude_loss(model, limit=w.limit),
@@ -300,11 +301,10 @@ def epoch_record(state, val: dict, optimizer, model: KWSNet, hardness: float | N
 
 
 def sign_violations(model: KWSNet) -> int:
-    """Blocks of 5 in the programmed (quantised) dense weights that mix signs."""
+    """Blocks of 5 in the programmed (quantised) dense and recurrent weights that mix signs."""
     with torch.no_grad():
         return sum(
-            len(violating_blocks(s.weight if s.quantizer is None else s.quantizer(s.weight)))
-            for s in model.dense_synapses()
+            len(violating_blocks(routed_weight(m, programmed=True))) for m in model.routed_modules().values()
         )
 
 
@@ -666,10 +666,9 @@ def write_plots(
         out = model(x[:1].to(device), torch.Generator().manual_seed(seed + EVAL_SEED_OFFSETS["val"]))
         pred = spike_counts(out).argmax(dim=1).item()
         spikes = {name: spk[0].cpu().numpy() for name, spk in model.traces.items()}
-        dense = model.dense_synapses()
         programmed = {
-            name: (s.weight if s.quantizer is None else s.quantizer(s.weight)).cpu().numpy()
-            for name, s in zip((f"syn_{n}" for n in model.layer_names[1:]), dense)
+            name: routed_weight(m, programmed=True).cpu().numpy()
+            for name, m in model.routed_modules().items()
         }
     plots.plot_spike_raster(
         spikes,
@@ -679,7 +678,7 @@ def write_plots(
         classes=data.classes,
         population=model.out_population,
     )
-    block = SIGN_BLOCK_SIZE if all(s.SIGN_BLOCKS for s in dense) else None
+    block = SIGN_BLOCK_SIZE if all(s.SIGN_BLOCKS for s in model.dense_synapses()) else None
     plots.plot_weight_signs(
         programmed, folder / "weight_signs.png", f"{title}: programmed weight signs", block=block
     )

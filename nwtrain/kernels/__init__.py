@@ -104,28 +104,35 @@ def _vector(x: torch.Tensor, n: int) -> torch.Tensor:
     return x if x.shape == (n,) else x.expand(n)
 
 
-def lif_sequence(current, mem, decay, threshold, reset: str, spike_fn):
-    """``run_sequence(lif_step-with-options, mem, current, decay, threshold)`` fused, or None."""
-    backend = _backend(current, mem, decay, threshold)
+def _recurrence(recurrent, spk) -> list:
+    """The tensors of the in-core recurrence that a backend must take alike, none when feed-forward."""
+    return [] if recurrent is None else [recurrent, spk]
+
+
+def lif_sequence(current, mem, decay, threshold, reset: str, spike_fn, recurrent=None, spk=None):
+    """``run_sequence(lif_step-with-options, mem, current, decay, threshold, recurrent=recurrent,
+    spk=spk)`` fused, or None."""
+    backend = _backend(current, mem, decay, threshold, *_recurrence(recurrent, spk))
     if backend is None:
         return None
     n = current.shape[-1]
     spikes, mems = LIFSequence.apply(
-        current, mem, _vector(decay, n), _vector(threshold, n), reset, spike_fn, backend
+        current, mem, _vector(decay, n), _vector(threshold, n), reset, spike_fn, backend, recurrent, spk
     )
     return spikes, mems, mems[:, -1]
 
 
 def linear_leak_sequence(
-    current, mem, vleak, vt, reset: str, spike_fn, scale: float = 1.0, clamp_grad: float = 0.0
-):
-    """``run_sequence(linear_leak_step-with-options, mem, scale * current, vleak, vt)`` fused, or None;
-    ``vt`` is one threshold for the layer."""
-    backend = _backend(current, mem, vleak, vt)
+    current, mem, vleak, vt, reset: str, spike_fn, scale: float = 1.0, clamp_grad: float = 0.0,
+    recurrent=None, spk=None,
+):  # fmt: skip
+    """``run_sequence(linear_leak_step-with-options, mem, scale * current, vleak, vt, recurrent=recurrent,
+    spk=spk)`` fused (the recurrent current scaled too), or None; ``vt`` is one threshold for the layer."""
+    backend = _backend(current, mem, vleak, vt, *_recurrence(recurrent, spk))
     if backend is None:
         return None
     spikes, mems = LinearLeakSequence.apply(
         current, mem, _vector(vleak, current.shape[-1]), vt.reshape(()), scale, reset, spike_fn, backend,
-        clamp_grad,
+        clamp_grad, recurrent, spk,
     )  # fmt: skip
     return spikes, mems, mems[:, -1]
