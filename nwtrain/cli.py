@@ -9,19 +9,24 @@ install. ``--config-dir`` / ``hydra.searchpath`` add folders of one's own experi
 
 from __future__ import annotations
 
+import difflib
+import functools
 import logging
 import math
-from collections.abc import Callable
+import re
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 
 from . import validation
 from .checkpoint import atomic_write_json
-from .errors import NwtrainError, TrainingInterrupted
+from .errors import ConfigError, NwtrainError, TrainingInterrupted
 from .evaluate import evaluate_checkpoint
 from .export import export_checkpoint
 from .predict import predict
@@ -48,6 +53,8 @@ def _run(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         log.warning("interrupted (Ctrl-C): stopped at once%s", hint)
         raise SystemExit(130) from None
     except Exception as e:
+        if isinstance(e, MissingMandatoryValue):  # a ??? field of the config, e.g. nwtrain-eval's ckpt_path
+            e = ConfigError(e.full_key, f"has no value; give {e.full_key}=<value> on the command line")
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             if isinstance(e, NwtrainError):
                 log.error("%s", e)
@@ -69,6 +76,32 @@ def _run(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         return math.nan
 
 
+def check_choices(args: Sequence[str], conf_dir: Path) -> None:
+    """Refuse a config group option that does not exist (``experiment=yesno_h1v1_hww``) in one line with
+    the nearest names, before Hydra composes and lists every option of the group instead."""
+    for arg in args:
+        match = re.fullmatch(r"[+]?([\w/]+)=([\w.,-]+)", arg)
+        if match is None or not (conf_dir / match.group(1)).is_dir():
+            continue  # a field, a sweep expression or a group of Hydra's own plugins
+        group, value = match.groups()
+        options = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+        for choice in value.split(","):
+            if choice not in options:
+                near = difflib.get_close_matches(choice, options, n=3, cutoff=0.6)
+                hint = f"did you mean {' or '.join(near)}?" if near else f"options: {', '.join(options)}"
+                raise SystemExit(f"nwtrain: {group}={choice} is not an option of {conf_dir / group}; {hint}")
+
+
+def _entry(command: Callable[[], float]) -> Callable[[], float]:
+    @functools.wraps(command)
+    def run() -> float:
+        check_choices(sys.argv[1:], Path(CONFIG_DIR))
+        return command()
+
+    return run
+
+
+@_entry
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     """``nwtrain [experiment=...] [field=value ...]``; returns the best validation accuracy (what sweeps
@@ -76,12 +109,14 @@ def main(cfg: DictConfig) -> float:
     return _run(lambda c: train(c)["best_val_acc"], cfg)
 
 
+@_entry
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def eval_main(cfg: DictConfig) -> float:
     """``nwtrain-eval ckpt_path=... [data=...] [split=test|val|train|all]``; returns the accuracy."""
     return _run(lambda c: evaluate_checkpoint(c, HydraConfig.get().overrides.task)["acc"], cfg)
 
 
+@_entry
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def predict_main(cfg: DictConfig) -> float:
     """``nwtrain-predict (ckpt_path=... | artefact=...) audio=<wav, folder or list>``; returns the number of
@@ -89,6 +124,7 @@ def predict_main(cfg: DictConfig) -> float:
     return _run(lambda c: len(predict(c)["rows"]), cfg)
 
 
+@_entry
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 def export_main(cfg: DictConfig) -> float:
     """``nwtrain-export ckpt_path=... [project=true] [bits=5] [verify_split=test]``; returns the fraction of
