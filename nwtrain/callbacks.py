@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -97,35 +98,62 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
     return rows
 
 
-def _pm(mean, std) -> str:
-    return "-" if mean is None else f"{mean:.1%} ± {std:.1%}"
+def _pm(mean, std, n: int) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.1%}" if n < 2 else f"{mean:.1%} ± {std:.1%}"
+
+
+_NUMBER = re.compile(r"(?<==)-?\d+\.\d{4,}(?:e-?\d+)?\b|(?<==)-?\d+(?:\.\d+)?e-?\d+\b")
+
+
+def _short(setting: str) -> str:
+    """A setting with its long numbers (Optuna's ``optim.lr_core=0.0012345678``) to 3 significant digits."""
+    return _NUMBER.sub(lambda m: f"{float(m.group()):.3g}", setting)
+
+
+def _rank(row: dict) -> tuple:
+    # What sweeps optimise (nwtrain returns it): the best validation accuracy; settings without one last.
+    return (row["val_acc_mean"] is None, -(row["val_acc_mean"] or 0.0), row["setting"])
 
 
 class SweepSummary(Callback):
-    """After ``nwtrain -m ...``: ``sweep_summary.json`` in the sweep folder and a table on the console."""
+    """After ``nwtrain -m ...``: ``sweep_summary.json`` in the sweep folder and a table on the console,
+    best setting first."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
+            import optuna
+
+            # Optuna's own handler colours its lines (escape codes in logs); Hydra's plain one takes them.
+            optuna.logging.disable_default_handler()
+            optuna.logging.enable_propagation()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = summarize_sweep(sweep_dir)
+        rows = sorted(summarize_sweep(sweep_dir), key=_rank)
         if not rows:
             return
         atomic_write_json(sweep_dir / SUMMARY_FILE, rows)
         table = Table(
             title=f"sweep {sweep_dir}",
-            caption="done: completed / jobs; val (best epoch, last epoch) and test accuracy: mean ± std over "
-            "seeds and folds",
+            caption="best setting first; done: completed / jobs; val (best epoch, last epoch) and test "
+            "accuracy: mean ± std over seeds and folds; jobs: their folders in the sweep folder",
         )
-        # One override a line, folded rather than cropped: they are the row's name, in logs of 80 columns.
+        # One override a line, folded rather than cropped: they are the row's name.
         table.add_column("setting", overflow="fold")
         for column in ("done", "best val", "last val", "test"):
             table.add_column(column, no_wrap=True)
+        table.add_column("jobs", overflow="fold")
         for r in rows:
+            n = r["completed"]
             table.add_row(
-                r["setting"].replace(" ", "\n"),
-                f"{r['completed']} / {len(r['jobs'])}",
-                _pm(r["val_acc_mean"], r["val_acc_std"]),
-                _pm(r["last_val_acc_mean"], r["last_val_acc_std"]),
-                _pm(r["test_acc_mean"], r["test_acc_std"]),
+                _short(r["setting"]).replace(" ", "\n"),
+                f"{n} / {len(r['jobs'])}",
+                _pm(r["val_acc_mean"], r["val_acc_std"], n),
+                _pm(r["last_val_acc_mean"], r["last_val_acc_std"], n),
+                _pm(r["test_acc_mean"], r["test_acc_std"], n),
+                "\n".join(r["jobs"]),
             )
         get_console().print(table)
         failed = [(r, failure) for r in rows for failure in r["failed"]]

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 from test_cli_helpers import compose_config, deterministic, read_jsonl, tiny_cache, tiny_overrides
 
-from nwtrain.callbacks import summarize_sweep
+from nwtrain.callbacks import SweepSummary, summarize_sweep
 from nwtrain.checkpoint import load_checkpoint
 from nwtrain.errors import ConfigError
 from nwtrain.evaluate import evaluate_checkpoint
@@ -169,3 +169,17 @@ def test_sweep_summary_pools_cross_validation_folds(tmp_path):
     assert sorted(rows) == ["data.compression_floor_db=-40", "data.compression_floor_db=-60"]
     assert rows["data.compression_floor_db=-60"]["last_val_acc_mean"] == pytest.approx(0.85)
     assert rows["data.compression_floor_db=-40"]["jobs"] == ["2", "3"]
+
+
+def test_sweep_table_ranks_settings_shortens_numbers_and_links_job_folders(tmp_path, capsys):
+    for i, (lr, acc) in enumerate([("0.0012345678901", 0.6), ("0.0054321", 0.9), ("0.0099", None)]):
+        summary = {"status": "completed", "best_val_acc": acc, "last_val_acc": acc, "test_acc": acc}
+        _job(tmp_path, f"{i}_run", [f"optim.lr_core={lr}"], summary if acc else {"status": "failed"})
+    with pytest.raises(SystemExit, match="1 of 3 sweep jobs failed"):
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    rows = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert [r["setting"] for r in rows] == [
+        "optim.lr_core=0.0054321", "optim.lr_core=0.0012345678901", "optim.lr_core=0.0099"]  # fmt: skip
+    out = capsys.readouterr().out
+    assert "optim.lr_core=0.00543" in out and "optim.lr_core=0.00123 " in out and "1_run" in out
+    assert "90.0%" in out and "±" not in out.split("best setting first")[0]  # one job: no ± 0.0
