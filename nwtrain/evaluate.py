@@ -294,6 +294,7 @@ def evaluate_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     if spec.instances:
         _write_yield_outputs(out_dir, report)
     _print(report)
+    log.info("results written to %s", out_dir)
     return results[next(iter(results))]
 
 

@@ -63,6 +63,8 @@ from .quant import RangeQuantizer, decode
 from .topology import block_signs, block_view, violating_blocks
 
 log = logging.getLogger(__name__)
+# An accuracy drop from projection past this (a fraction) is a warning: more than a few clips' worth.
+PROJECTION_LOSS_WARNING = 0.03
 
 NIR_FILE = "model.nir"
 VIOLATIONS_FILE = "violations.json"
@@ -787,4 +789,13 @@ def export_checkpoint(cfg, overrides: Sequence[str] = ()) -> dict:
     )
     if result["class_agreement"] < 1.0:
         log.warning("the simulator disagrees with the model on clips %s", result["disagreeing_clips"])
+    if before is not None and before - result["model_acc"] > PROJECTION_LOSS_WARNING:
+        log.warning(
+            "projection onto the chip cost %.1f points of accuracy (%.1f%% -> %.1f%% on %s): the network was "
+            "not trained for the chip; train it with variant=hardware_aware (or bits=8 for a LIF network)",
+            100 * (before - result["model_acc"]),
+            100 * before,
+            100 * result["model_acc"],
+            cfg.verify_split,
+        )
     return result

@@ -97,10 +97,13 @@ def test_resampling_stereo_and_length(tmp_path, tone_writer):
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100])
-def test_resampling_keeps_a_tone(tmp_path, rate):
+def test_resampling_keeps_a_tone_and_says_so_once(tmp_path, rate, caplog):
     t = np.arange(rate) / rate
     sf.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440.0 * t), rate, subtype="FLOAT")
-    waveforms, failures = load_clips([ClipRef(tmp_path / "tone.wav")], 16000, 1.0)
+    with caplog.at_level(logging.INFO, logger="nwtrain.data.audio"):
+        waveforms, failures = load_clips([ClipRef(tmp_path / "tone.wav")] * 2, 16000, 1.0)
+    assert caplog.messages == [f"resampling 2 clips from {rate} Hz to 16000 Hz"]
+    waveforms = waveforms[:1]
     expected = 0.5 * np.sin(2 * np.pi * 440.0 * np.arange(16000) / 16000)
     assert not failures and waveforms.shape == (1, 16000)
     # away from the clip's ends, where the resampling filter sees the zero padding

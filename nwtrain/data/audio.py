@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,8 @@ import numpy as np
 import soundfile as sf
 import torch
 from scipy.signal import resample_poly
+
+logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 # Part of the feature cache key: features of audio at another rate depend on the resampler (torchaudio's
@@ -94,6 +97,7 @@ def load_clips(
         rows = [i for i, (_, r) in enumerate(good) if r == rate]
         batch = np.stack([good[i][0] for i in rows])
         if rate != sample_rate:
+            logger.info("resampling %d clips from %d Hz to %d Hz", len(rows), rate, sample_rate)
             # Polyphase FIR (Kaiser-windowed sinc): no wrap-around at the clip ends, unlike an FFT resampler.
             step = math.gcd(rate, sample_rate)
             batch = resample_poly(batch, sample_rate // step, rate // step, axis=1).astype(np.float32)
