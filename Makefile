@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # has held. Override with e.g. `make install TORCH=torch==2.14.1`.
 TORCH ?= $(if $(shell command -v nvidia-smi),torch==2.14.1,torch==2.13.0)
 
-.PHONY: help install test test-all lint bench clean
+.PHONY: help install test test-all lint docs bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test-all:  ## run every test, slow ones included
 bench:  ## training speed against snnTorch and SpikingJelly (installs the bench extra)
 	$(BIN)/pip install -e '.[bench]'
 	$(BIN)/python bench/train_speed.py
+
+docs:  ## the API reference from the docstrings, in docs/api/ (open docs/api/index.html)
+	$(BIN)/pdoc --docformat restructuredtext --output-directory docs/api nwtrain
 
 lint:  ## ruff check
 	$(BIN)/ruff check nwtrain tests

@@ -42,17 +42,17 @@ from . import __version__, chip, chipsim
 from .checkpoint import atomic_write_bytes, atomic_write_json
 from .errors import ConfigError, ExportError
 from .layers import (
+    ChipLayer,
     DelayLine,
     H1v1Layer,
     H1v2Layer,
     H1v2Synapse,
     LIFLayer,
     LIFSynapse,
-    _ChipLayer,
+    SpikingLayer,
+    Synapse,
     _H1v1Transfer,
     _H1v2Transfer,
-    _SpikingLayer,
-    _Synapse,
     prepare_net,
     routed_weight,
 )
@@ -91,9 +91,9 @@ DECISION_RULE = (
 @dataclass(frozen=True)
 class Stage:
     synapse_name: str
-    synapse: _Synapse
+    synapse: Synapse
     layer_name: str
-    layer: _SpikingLayer
+    layer: SpikingLayer
 
     @property
     def diagonal(self) -> bool:
@@ -143,8 +143,8 @@ def network_stages(model: nn.Module) -> list[Stage]:
             f"{type(model).__name__}.{delays[0]}: a delay line has no place in the artefact (the chips "
             f"deliver every spike in the step it fires); a network with frontend_delays_s does not export"
         )
-    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, (_Synapse, _SpikingLayer))]
-    kinds = ["synapse" if isinstance(m, _Synapse) else "layer" for _, m in mods]
+    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, (Synapse, SpikingLayer))]
+    kinds = ["synapse" if isinstance(m, Synapse) else "layer" for _, m in mods]
     if not mods or kinds != ["synapse", "layer"] * (len(mods) // 2):
         raise ExportError(
             f"{type(model).__name__}: its modules {[f'{n} ({k})' for (n, _), k in zip(mods, kinds)]} are not "
@@ -192,7 +192,7 @@ def chip_grid(chip_name: str, stages: list[Stage], bits: int | None = None) -> R
         bits = CHIP_WEIGHT_BITS.get(chip_name)
     if bits is None:
         quantizers = [
-            r.module.recurrent_quantizer if isinstance(r.module, _SpikingLayer) else r.module.quantizer
+            r.module.recurrent_quantizer if isinstance(r.module, SpikingLayer) else r.module.quantizer
             for r in routed_matrices(stages)
         ]
         trained = {(q.bits, q.limit) for q in quantizers if isinstance(q, RangeQuantizer)}
@@ -353,7 +353,7 @@ def deploy(model: nn.Module, bits: int | None = None, project_weights: bool = Fa
     codes, changes = project(weights, grid, signed, masks)
     for r in routed:
         w = connected_weights(codes[r.name], grid, r.mask)
-        if isinstance(r.module, _SpikingLayer):
+        if isinstance(r.module, SpikingLayer):
             r.module.recurrent_quantizer = None
             r.module.recurrent_weights.copy_(w)
         else:
@@ -388,7 +388,7 @@ def chip_description(name: str, grid: RangeQuantizer) -> dict:
         "weight_step": grid.step,
     }
     layer = NEURON_MODELS[name]
-    if issubclass(layer, _ChipLayer):
+    if issubclass(layer, ChipLayer):
         out.update(
             sign_block_size=chip.SIGN_BLOCK_SIZE,
             v_threshold_v=layer.V_THRESHOLD_V,
@@ -424,7 +424,7 @@ def _transfer(syn: nn.Module) -> dict:
 def _layer(s: Stage, requested_tau_s, arrays: dict) -> dict:
     layer = s.layer
     out = {"name": s.layer_name, "n_neurons": layer.n_neurons, "dt_s": layer.dt}
-    if isinstance(layer, _ChipLayer):
+    if isinstance(layer, ChipLayer):
         taus = layer.taus.double().cpu()
         profiles = torch.tensor(layer.TAU_PROFILES_S, dtype=torch.float64)
         ids = (taus[:, None].log() - profiles.log()).abs().argmin(dim=1)

@@ -94,7 +94,7 @@ def _check_stddev(stddev) -> float:
 # -------------------------------------------------------------------------------------------------------
 # Neuron layers
 # -------------------------------------------------------------------------------------------------------
-class _SpikingLayer(nn.Module):
+class SpikingLayer(nn.Module):
     """Holds the membrane state and runs one step or a whole sequence through ``_step``.
 
     ``layer_topology="RC"`` adds in-core recurrence (``dynamics.recurrent_current``): the parameter
@@ -198,7 +198,15 @@ class _SpikingLayer(nn.Module):
         w = _programmed(self.recurrent_weights, self.recurrent_quantizer, self._recurrent_offset)
         return w if self.recurrent_mask is None else torch.where(self.recurrent_mask, w, 0.0)
 
-    def forward(self, current: torch.Tensor):
+    def forward(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integrate input ``current`` and return ``(spk, mem)``, as the SDK's layers do.
+
+        ``current`` is ``[B, N]`` (one step) or ``[B, T, N]`` (a sequence, run by a fused kernel where one
+        is available), in the unit of the synapse in front (H1v1: nA, H1v2: V, LIF: membrane units). ``spk``
+        (0 / 1, with the surrogate's gradient) and ``mem`` (the membrane after the step's reset) have the
+        shape of ``current``. The membrane (and, for an RC layer, the last spikes) carry over to the next
+        call until ``prepare_net`` resets them, so a sequence may be fed whole or step by step.
+        """
         if current.dim() not in (2, 3) or current.shape[-1] != self.n_neurons:
             raise ValueError(
                 f"{type(self).__name__} expects [B, {self.n_neurons}] or [B, T, {self.n_neurons}], "
@@ -241,7 +249,7 @@ class _SpikingLayer(nn.Module):
         return self.spike_count / max(self.sample_steps, 1)
 
 
-class LIFLayer(_SpikingLayer):
+class LIFLayer(SpikingLayer):
     """Software leaky integrate-and-fire neuron (see ``dynamics.lif_step``).
 
     ``learn_taus`` stores the decay ``_d_taus = exp(-dt/tau)`` as a parameter, ``learn_thresholds`` the
@@ -315,7 +323,7 @@ class _H1v2Transfer:
         return chip.H1V2_SYN_GAIN_V / self.lif_threshold * w
 
 
-class _ChipLayer(_SpikingLayer):
+class ChipLayer(SpikingLayer):
     """Linear-leak chip neuron (see ``dynamics.linear_leak_step``): fixed chip threshold ``_vt``, tau snapped
     to the chip's leak profiles, optional per-neuron leak mismatch. It has no trainable parameter.
 
@@ -355,7 +363,7 @@ class _ChipLayer(_SpikingLayer):
     ):
         if stddev and not self.SYNAPTIC_MISMATCH:
             raise ValueError(f"stddev={stddev}: {type(self).__name__} has no synaptic mismatch model")
-        quantizer = _Synapse._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
+        quantizer = Synapse._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
         super().__init__(
             n_neurons, dt, spike_grad, device, layer_topology, recurrent_mask, quantizer, stddev
         )  # fmt: skip
@@ -395,7 +403,7 @@ class _ChipLayer(_SpikingLayer):
         )
 
 
-class H1v1Layer(_H1v1Transfer, _ChipLayer):
+class H1v1Layer(_H1v1Transfer, ChipLayer):
     """H1v1 neuron: linear leak, chip-wide threshold 0.204 V, zero reset, membrane >= 0.
 
     Its input is the synaptic current in nA (from ``H1v1Synapse`` / ``H1v1Frontend``); each input spike
@@ -420,7 +428,7 @@ class H1v1Layer(_H1v1Transfer, _ChipLayer):
         return super()._fused(mem, current_na, recurrent, spk, scale=self.VOLTS_PER_NA)
 
 
-class H1v2Layer(_H1v2Transfer, _ChipLayer):
+class H1v2Layer(_H1v2Transfer, ChipLayer):
     """H1v2 neuron: linear leak, chip-wide threshold 0.3226 V, subtraction reset, membrane >= 0.
 
     Its input is the membrane increment in V (``H1v2Synapse``: dV = fo * w); so is its recurrent input (RC),
@@ -443,7 +451,7 @@ class H1v2Layer(_H1v2Transfer, _ChipLayer):
 InitFn = Callable[[torch.Tensor], object]
 
 
-class _Synapse(nn.Module):
+class Synapse(nn.Module):
     """Weight ``[inputs, outputs]`` (``[channels]`` for the diagonal front end) and its chip transfer.
 
     The effective weight is ``quantizer(weight) + offset``: the fake-quantised value the chip's memory
@@ -478,10 +486,12 @@ class _Synapse(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The current ``[..., outputs]`` of spikes (or any input) ``x [..., inputs]``: ``x @ transfer(w)``,
+        ``w`` the programmed weight of this chip instance (quantised, offset, annealed)."""
         return x @ self.transfer(self.effective_weight())
 
 
-class LIFSynapse(_Synapse):
+class LIFSynapse(Synapse):
     """Dense synapse of the LIF baseline: ``I = x @ W (+ b)``; the weight is the membrane jump.
 
     ``quantizer`` plugs in any scheme of ``nwtrain.quant`` (n-bit, fixed point, ternary, binary).
@@ -499,12 +509,13 @@ class LIFSynapse(_Synapse):
         super().__init__((nb_inputs, nb_outputs), nb_inputs, init, quantizer, 0.0, device)
         self.bias = nn.Parameter(torch.zeros(nb_outputs, device=self.device_)) if use_bias else None
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W (+ b)``: the membrane jump of each output per step."""
         out = super().forward(x)
         return out if self.bias is None else out + self.bias
 
 
-class H1v1Synapse(_H1v1Transfer, _Synapse):
+class H1v1Synapse(_H1v1Transfer, Synapse):
     """Dense H1v1 synapse, output current in nA. Weight range [-0.9, 0.9], sign blocks of 5.
 
     ``quantization_bit=b`` fake-quantises to ``2**b`` levels over the range (hard clamp included);
@@ -530,7 +541,7 @@ class H1v1Synapse(_H1v1Transfer, _Synapse):
         self.lif_threshold = float(lif_threshold)
 
 
-class H1v1Frontend(_H1v1Transfer, _Synapse):
+class H1v1Frontend(_H1v1Transfer, Synapse):
     """Trainable per-channel gain between the 16-channel filterbank and the first H1v1 layer.
 
     ``I_c = x_c * I_B * tanh(w_c / W_S)`` for each channel ``c`` (a diagonal H1v1 synapse).
@@ -560,11 +571,13 @@ class H1v1Frontend(_H1v1Transfer, _Synapse):
         super().__init__((nb_inputs,), 1, init, quantizer, stddev, device)
         self.lif_threshold = float(lif_threshold)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The front end's current per channel: each filter's envelope ``x [..., channels]`` times its own
+        gain (a diagonal synapse: one weight per channel, no routing)."""
         return x * self.transfer(self.effective_weight())
 
 
-class H1v2Synapse(_H1v2Transfer, _Synapse):
+class H1v2Synapse(_H1v2Transfer, Synapse):
     """Dense H1v2 synapse: linear gain, ``dV = fo * w / lif_threshold`` in V; range [-1.66, 1.66], sign
     blocks of 5. H1v2 has no synaptic mismatch (no ``stddev``)."""
 
@@ -651,21 +664,21 @@ def prepare_net(
     """
     generator = generator if generator is not None else torch.default_generator
     for m in module.modules():
-        if isinstance(m, (_SpikingLayer, _Synapse, DelayLine)):
+        if isinstance(m, (SpikingLayer, Synapse, DelayLine)):
             m.prepare(generator, collect_metrics)
     return module
 
 
-def synapses(module: nn.Module) -> list[_Synapse]:
+def synapses(module: nn.Module) -> list[Synapse]:
     """Every synapse (dense or front end) in ``module``, in registration order."""
-    return [m for m in module.modules() if isinstance(m, _Synapse)]
+    return [m for m in module.modules() if isinstance(m, Synapse)]
 
 
-def spiking_layers(module: nn.Module) -> list[_SpikingLayer]:
-    return [m for m in module.modules() if isinstance(m, _SpikingLayer)]
+def spiking_layers(module: nn.Module) -> list[SpikingLayer]:
+    return [m for m in module.modules() if isinstance(m, SpikingLayer)]
 
 
-def recurrent_layers(module: nn.Module) -> list[_SpikingLayer]:
+def recurrent_layers(module: nn.Module) -> list[SpikingLayer]:
     """Every layer with in-core recurrence (``layer_topology="RC"``) in ``module``, in registration order."""
     return [m for m in spiking_layers(module) if m.recurrent]
 
@@ -674,7 +687,7 @@ def routed_weight(module: nn.Module, programmed: bool = False) -> torch.Tensor:
     """The ``[inputs, outputs]`` matrix ``module`` routes through the chip's crossbar, as the module exposes
     it: a synapse's ``weight``, an RC layer's ``recurrent_weights`` with its masked connections exactly 0.
     ``programmed``: quantised, as the chip's memory holds it (no mismatch)."""
-    if isinstance(module, _SpikingLayer):
+    if isinstance(module, SpikingLayer):
         w, quantizer, mask = module.recurrent_weights, module.recurrent_quantizer, module.recurrent_mask
     else:
         w, quantizer, mask = module.weight, module.quantizer, None
