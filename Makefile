@@ -11,10 +11,17 @@ TORCH ?= $(if $(shell command -v nvidia-smi),torch==2.14.1,torch==2.13.0)
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# The anchors of `make bench`, pinned: installed without their dependencies, which would replace the
+# project's torch (SpikingJelly's torchvision pulls the 6 GB CUDA build); the `bench` extra lists what they
+# import besides torch.
+ANCHORS := snntorch==1.0.0 spikingjelly==2.0.0
+BENCH_ARGS ?= --batches 100
+
 install:  ## create .venv and install nwtrain with its dev and sweep extras
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --no-cache-dir --upgrade pip
 	$(BIN)/pip install --no-cache-dir '$(TORCH)'
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
 	$(BIN)/pip install --no-cache-dir -e '.[dev,sweep]'
 
 test:  ## run the default test suite (slow tests excluded)
@@ -23,9 +30,10 @@ test:  ## run the default test suite (slow tests excluded)
 test-all:  ## run every test, slow ones included
 	$(BIN)/pytest -q -m ''
 
-bench:  ## training speed against snnTorch and SpikingJelly (installs the bench extra)
-	$(BIN)/pip install -e '.[bench]'
-	$(BIN)/python bench/train_speed.py
+bench:  ## training speed against snnTorch and SpikingJelly (installs them; .venv keeps its torch)
+	$(BIN)/pip install --constraint $(VENV)/torch-pin.txt -e '.[bench]'
+	$(BIN)/pip install --no-deps $(ANCHORS)
+	$(BIN)/python bench/train_speed.py --torch-pin $(VENV)/torch-pin.txt $(BENCH_ARGS)
 
 docs:  ## the API reference from the docstrings, in docs/api/ (open docs/api/index.html)
 	$(BIN)/pdoc --docformat restructuredtext --output-directory docs/api nwtrain

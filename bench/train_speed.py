@@ -17,7 +17,9 @@ per round, in one process, so machine load hits them alike; the table shows the 
 
 Neither anchor has the H1v1 neuron, so they use their LIF with the H1v1 layers' decay; the synapses are
 the same H1v1 ones (quantiser + tanh transfer) in all three, so the comparison is the time loop and the
-framework around it. ``make bench`` runs it; the anchors come from the ``bench`` extra.
+framework around it. ``make bench`` runs it: it installs the anchors without their dependencies (the
+``bench`` extra lists the few they import) so that .venv keeps the torch ``make install`` chose, and
+passes ``--torch-pin`` so that the script refuses to time on any other.
 
 ``--device cuda`` runs all of it on the GPU: nwtrain's fused path is then the Triton kernels
 (docs/kernels.md), SpikingJelly its torch multi-step path; the clock stops after a device synchronise.
@@ -270,6 +272,27 @@ FRAMEWORKS = {
 }
 
 
+def torch_build() -> str:
+    """The torch this process runs, e.g. ``2.13.0+cpu (CPU build)`` or ``2.14.1+cu130 (CUDA 13.0 build)``."""
+    cuda = torch.version.cuda
+    return f"{torch.__version__} ({'CUDA ' + cuda if cuda else 'CPU'} build)"
+
+
+def check_torch_build(pin_file: str) -> None:
+    """Refuse to time unless this torch is the one ``make install`` put in .venv (its pin file holds
+    ``torch==<version>``): installing the anchors must not have replaced it, or nwtrain and the anchors
+    would be timed on another torch than the project's."""
+    try:
+        pinned = open(pin_file).read().strip()
+    except OSError as e:
+        raise SystemExit(f"bench: cannot read the torch pin {pin_file} ({e}); run make install") from None
+    if pinned != f"torch=={torch.__version__}":
+        raise SystemExit(
+            f"bench: this torch is {torch_build()}, but make install set up {pinned.removeprefix('torch==')} "
+            f"({pin_file}); the anchors' install replaced it. Run make install again, then make bench."
+        )
+
+
 def cpu_name() -> str:
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
@@ -286,7 +309,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch CPU threads")
     ap.add_argument("--only", nargs="+", choices=list(FRAMEWORKS), default=list(FRAMEWORKS))
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where models and data live")
+    ap.add_argument("--torch-pin", help="refuse to time unless torch is the one this file pins (make bench)")
     args = ap.parse_args(argv)
+    if args.torch_pin:
+        check_torch_build(args.torch_pin)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device here (torch.cuda.is_available() is False)")
     device = torch.device(args.device)
@@ -296,7 +322,7 @@ def main(argv=None):
     n_batches = math.ceil(args.clips / BATCH)
     timed = n_batches if args.batches is None else min(args.batches, n_batches)
     scope = "every batch timed" if timed == n_batches else f"{timed} batches timed, scaled to the epoch"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}")
+    print(f"torch {torch_build()}, {torch.get_num_threads()} threads, {cpu_name()}")
     if device.type == "cuda":
         print(f"device: {torch.cuda.get_device_name(device)}")
         # the line naming the kernel path: a Triton build failure would time the reference loop twice
@@ -328,7 +354,8 @@ def main(argv=None):
         print(f"round {r + 1}: " + ", ".join(f"{key} {t[-1]:.2f} s" for key, t in times.items()))
 
     base = statistics.median(times[args.only[0]])
-    print(f"\n| {'s/epoch, median of ' + str(args.rounds) + ' rounds':<40} | s/epoch | vs {args.only[0]} |")
+    print(f"\nTraining speed on torch {torch_build()}, {args.device}:\n")
+    print(f"| {'s/epoch, median of ' + str(args.rounds) + ' rounds':<40} | s/epoch | vs {args.only[0]} |")
     print(f"|{'-' * 42}|--------:|-------:|")
     for key, t in times.items():
         med = statistics.median(t)
