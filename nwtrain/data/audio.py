@@ -13,13 +13,15 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
+from nwtrain.errors import DataError
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 # Part of the feature cache key: features of audio at another rate depend on the resampler (torchaudio's
 # windowed sinc before this one).
 RESAMPLER = "scipy.signal.resample_poly"
 
 
-class AudioFileError(ValueError):
+class AudioFileError(DataError):
     """An audio file that is missing, unreadable, corrupt or empty; the message names the file."""
 
 
