@@ -37,9 +37,10 @@ def clamped_fraction(synapses: Iterable[nn.Module]) -> float | None:
 
 def divergence_signs(history: list[dict], epochs: int, output_layer: str = "out") -> dict[str, str]:
     """The signs of divergence after the last record of ``history`` (``epochs`` planned), by kind:
-    ``clamp`` (most dense weights at the range clamp over the epoch), ``silent`` (no output neuron spiked
-    in the whole validation pass), ``flat_loss`` (from the middle of the run on, the training loss has not
-    moved from its first-epoch value)."""
+    ``clamp`` (most dense weights at the range clamp over the epoch), and from the middle of the run on
+    ``silent`` (no output neuron spiked in the whole validation pass) and ``flat_loss`` (the training loss
+    has not moved from its first-epoch value). The last two wait for mid-run: a network often starts with
+    a silent output and a loss at chance for some epochs."""
     if not history:
         return {}
     last = history[-1]
@@ -48,10 +49,11 @@ def divergence_signs(history: list[dict], epochs: int, output_layer: str = "out"
     clamped = last.get(CLAMP_KEY)
     if clamped is not None and clamped > CLAMP_FRACTION:
         signs["clamp"] = f"{clamped:.0%} of the dense weights sat at the range clamp during epoch {epoch}"
-    if last.get(f"firing_rate_val/{output_layer}") == 0:
+    middle = max(2, math.ceil(epochs / 2))
+    if epoch >= middle and last.get(f"firing_rate_val/{output_layer}") == 0:
         signs["silent"] = f"every output neuron was silent for the whole validation pass of epoch {epoch}"
     losses = [r["loss/total"] for r in history]
-    if len(losses) >= max(2, math.ceil(epochs / 2)) and all(
+    if len(losses) >= middle and all(
         abs(loss - losses[0]) <= LOSS_TOLERANCE * abs(losses[0]) for loss in losses[1:]
     ):
         signs["flat_loss"] = (

@@ -574,7 +574,7 @@ def train(cfg: DictConfig) -> dict:
                 diverged = divergence.update(state.history)
                 for sign in divergence.new:
                     log.warning(
-                        "training diverges: %s; lower optim.lr_core or model.input_gain "
+                        "training looks diverged: %s; lower optim.lr_core or model.input_gain "
                         "(trainer.stop_on_divergence=true stops such a run)",
                         sign,
                     )
