@@ -52,7 +52,11 @@ def test_two_runs_started_in_the_same_second_get_separate_complete_folders(cache
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", FROZEN_CLOCK, *args, f"seed={seed}"],
-            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )  # fmt: skip
         for seed in (1, 2)
     ]
@@ -83,7 +87,10 @@ def test_a_folder_named_on_the_command_line_that_a_live_run_holds_is_refused(cac
     for extra in ([], [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]):  # a new run; a resume into it
         proc = run_cli([*tiny_overrides(cache), f"hydra.run.dir={run}", *extra], tmp_path)
         out = _out(proc)
-        assert proc.returncode == 1 and f"run folder {run} is in use by another nwtrain run (pid {os.getpid()})" in out
+        assert (
+            proc.returncode == 1
+            and f"run folder {run} is in use by another nwtrain run (pid {os.getpid()})" in out
+        )
         assert "Traceback" not in out
     assert (run / ".hydra" / "overrides.yaml").read_text() == "- seed=1\n"  # Hydra wrote nothing there
     assert not (run / "train.log").exists()
@@ -145,7 +152,9 @@ def test_the_atomic_writer_reports_a_full_disk_by_file_and_free_space(tmp_path, 
         raise RuntimeError("PytorchStreamWriter failed writing file") from OSError(28, "No space left")
 
     monkeypatch.setattr(checkpoint.torch, "save", no_space)
-    with pytest.raises(DiskFullError, match=rf"^disk full writing {target} \([\d.]+ [kM]B free on {tmp_path}\)"):
+    with pytest.raises(
+        DiskFullError, match=rf"^disk full writing {target} \([\d.]+ [kM]B free on {tmp_path}\)"
+    ):
         checkpoint.save_checkpoint(target, {})
     assert target.read_bytes() == b"previous" and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
@@ -162,13 +171,15 @@ def test_a_full_disk_ends_in_one_line_and_the_last_checkpoint_loads(cache, tmp_p
     run = disk / "run"
     last = run / "checkpoints" / "last.ckpt"
     args = [*tiny_overrides(cache), "logger=jsonl", "model.hidden_size=64", f"hydra.run.dir={run}"]
-    command = " ".join(f"'{a}'" for a in [sys.executable, "-c", "from nwtrain.cli import main; main()", *args])
+    command = " ".join(
+        f"'{a}'" for a in [sys.executable, "-c", "from nwtrain.cli import main; main()", *args]
+    )
     # One epoch fits; then the disk fills up to 30 kB, less than a checkpoint (about 45 kB), and the run
     # resumes into its own folder, whose first write is best.ckpt.
     script = (
         f"mount -t tmpfs -o size=4m tmpfs {disk} && {command} > {tmp_path}/first.txt 2>&1 && "
         f"(dd if=/dev/zero of={disk}/filler bs=4k 2>/dev/null; truncate -s -30k {disk}/filler; "
-        f"{command} trainer.epochs=2 ckpt_path={last}; echo \"exit $?\"; cp -r {run} {tmp_path}/after)"
+        f'{command} trainer.epochs=2 ckpt_path={last}; echo "exit $?"; cp -r {run} {tmp_path}/after)'
     )
     proc = subprocess.run(
         ["unshare", "-rm", "sh", "-c", script], env=cli_env(), capture_output=True, text=True, timeout=300
@@ -252,9 +263,9 @@ def _tone_tree(tone_writer, tmp_path):
 
 def _folder_args(tree, tmp_path):
     return [
-        "data=folder", f"data.data_parent={tree}", f"paths.cache_dir={tmp_path / 'cache'}", "data.progress=false",
-        "model.hidden_size=8", "trainer.epochs=1", "logger=jsonl", "logger.progress=false",
-        f"hydra.run.dir={tmp_path / 'run'}",
+        "data=folder", f"data.data_parent={tree}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "data.progress=false", "model.hidden_size=8", "trainer.epochs=1", "logger=jsonl",
+        "logger.progress=false", f"hydra.run.dir={tmp_path / 'run'}",
     ]  # fmt: skip
 
 
@@ -262,7 +273,12 @@ def _folder_args(tree, tmp_path):
 # Divergence
 # ---------------------------------------------------------------------------------------------------------
 def _record(epoch, loss=0.7, clamped=0.0, out_rate=0.1):
-    return {"epoch": epoch, "loss/total": loss, "hardware/weights_at_clamp": clamped, "firing_rate_val/out": out_rate}
+    return {
+        "epoch": epoch,
+        "loss/total": loss,
+        "hardware/weights_at_clamp": clamped,
+        "firing_rate_val/out": out_rate,
+    }
 
 
 def test_divergence_signs():
