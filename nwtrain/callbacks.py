@@ -1,4 +1,4 @@
-"""Hydra callbacks: a writable-output check before Hydra creates the run folder, and the summary table at the
+"""Hydra callbacks: the run folder's check and claim before Hydra creates it, and the summary table at the
 end of a sweep."""
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from rich import get_console
 from rich.table import Table
 
 from .checkpoint import atomic_write_json
 from .errors import OutputDirError
+from .rundir import claim_new_run_folder, lock_run_folder
 from .validation import check_output_dir
 
 log = logging.getLogger(__name__)
@@ -28,20 +29,30 @@ SUMMARY_FILE = "sweep_summary.json"
 
 
 class CheckOutputDir(Callback):
-    """Hydra creates the run (or sweep) folder before any task code runs and fails there with a traceback;
-    this checks the folder first and exits with one line naming it (Hydra turns a callback's exceptions
-    into warnings, so it exits)."""
+    """Hydra creates the run (or sweep) folder, and writes ``.hydra/`` there, before any task code runs, and
+    fails there with a traceback; this checks the folder first and exits with one line naming it (Hydra
+    turns a callback's exceptions into warnings, so it exits). A run's folder is also claimed here, before
+    Hydra writes to it (``nwtrain.rundir``): a folder named by the time that another run already has is
+    replaced by a fresh one with a suffix, ``_1``, ``_2``, ...; a folder named by the user that a live run
+    holds is refused."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.run.dir)
+        folder = Path(config.hydra.run.dir)
+        timestamped = "${now:" in str(config.hydra.run._get_node("dir")._value())
+        try:
+            check_output_dir(folder.parent if timestamped else folder)
+            claimed = claim_new_run_folder(folder) if timestamped else lock_run_folder(folder)
+        except OutputDirError as e:
+            raise SystemExit(f"nwtrain: {e}") from None
+        if claimed != folder.resolve():
+            log.warning("run folder %s belongs to another run started in the same second: using %s", folder,
+                        claimed)  # fmt: skip
+            with read_write(config.hydra.run):
+                config.hydra.run.dir = str(claimed)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.sweep.dir)
-
-    @staticmethod
-    def _check(folder: str) -> None:
         try:
-            check_output_dir(folder)
+            check_output_dir(config.hydra.sweep.dir)
         except OutputDirError as e:
             raise SystemExit(f"nwtrain: {e}") from None
 

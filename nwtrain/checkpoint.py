@@ -8,11 +8,13 @@ tensors and lists) so ``torch.load(weights_only=True)`` reads them: loading neve
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
 import random
 import re
+import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import CheckpointError, UntrustedFileError
+from .errors import CheckpointError, DiskFullError, UntrustedFileError
 from .trust import check_config
 
 FORMAT = "nwtrain-checkpoint"
@@ -40,9 +42,31 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        if not _out_of_space(e):
+            raise
+        tmp.unlink(missing_ok=True)  # before measuring: the partial file's space is free again
+        free = shutil.disk_usage(path.parent).free
+        raise DiskFullError(
+            f"disk full writing {path} ({_size(free)} free on {path.parent}); {path.name} keeps its "
+            f"previous version"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _out_of_space(e: BaseException | None) -> bool:
+    # torch.save reports a failed write as a RuntimeError of its zip writer; the OSError is its context.
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

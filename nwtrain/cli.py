@@ -20,13 +20,14 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from . import validation
 from .checkpoint import atomic_write_json
-from .errors import ConfigError, NwtrainError, TrainingInterrupted
+from .errors import ConfigError, DiskFullError, NwtrainError, TrainingInterrupted
 from .evaluate import evaluate_checkpoint
 from .export import export_checkpoint
 from .predict import predict
@@ -48,11 +49,15 @@ def _run(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
         # Ctrl-C before training installs its handler (data, model), or a second one during training.
-        last = Path(cfg.paths.output_dir) / CHECKPOINT_DIR / LAST
-        hint = f"; resume with the same command plus ckpt_path={last}" if last.is_file() else ""
-        log.warning("interrupted (Ctrl-C): stopped at once%s", hint)
+        log.warning("interrupted (Ctrl-C): stopped at once%s", _resume_hint(cfg))
         raise SystemExit(130) from None
-    except Exception as e:
+    except DiskFullError as e:
+        log.error("%s%s", e, _resume_hint(cfg, "free some space, then resume"))
+        raise SystemExit(1) from None
+    except Exception as raised:
+        # Hydra wraps what a config's builder raises (a data folder's error) in a message of its own.
+        wrapped = isinstance(raised, InstantiationException) and raised.__cause__ is not None
+        e = raised.__cause__ if wrapped else raised
         if isinstance(e, MissingMandatoryValue):  # a ??? field of the config, e.g. nwtrain-eval's ckpt_path
             e = ConfigError(e.full_key, f"has no value; give {e.full_key}=<value> on the command line")
         if HydraConfig.get().mode != RunMode.MULTIRUN:
@@ -74,6 +79,12 @@ def _run(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         except OSError as write_error:
             log.error("could not record the failure: %s", write_error)
         return math.nan
+
+
+def _resume_hint(cfg: DictConfig, what: str = "resume") -> str:
+    last = Path(cfg.paths.output_dir) / CHECKPOINT_DIR / LAST
+    return f"; {what} with the same command plus ckpt_path={last}" if last.is_file() else ""
+
 
 
 def check_choices(args: Sequence[str], conf_dir: Path) -> None:

@@ -24,12 +24,17 @@ class UntrustedFileError(NwtrainError):
     the hash recorded for it; the message names the file and what was refused."""
 
 
-class DataError(NwtrainError):
-    """The data set does not match the config (missing words or folders)."""
+class DataError(NwtrainError, ValueError):
+    """The data set does not match the config (missing words or folders), or a file of it is unusable."""
 
 
 class OutputDirError(NwtrainError):
-    """The run folder cannot be written."""
+    """The run folder cannot be written, or another run holds it."""
+
+
+class DiskFullError(NwtrainError, OSError):
+    """A write ran out of disk space; the message names the file and the free space. The file's previous
+    version is untouched (atomic writes) and the partial temporary file is removed."""
 
 
 class ExportError(NwtrainError):
@@ -39,6 +44,10 @@ class ExportError(NwtrainError):
 
 class NonFiniteLossError(NwtrainError):
     """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""
+
+
+class DivergenceError(NwtrainError):
+    """Training diverged (``trainer.stop_on_divergence``); the checkpoints of the last epoch are kept."""
 
 
 class TrainingInterrupted(NwtrainError):

@@ -35,13 +35,23 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 from . import plots
 from .checkpoint import atomic_write_json, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .chip import SIGN_BLOCK_SIZE
-from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainingInterrupted
+from .data import AudioFileError
+from .divergence import CLAMP_KEY, DivergenceMonitor, clamped_fraction
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergenceError,
+    NonFiniteLossError,
+    TrainingInterrupted,
+)
 from .layers import routed_weight
 from .loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from .metrics import spike_counts
 from .models import KWSNet
 from .optim import load_annealed_state
 from .provenance import provenance
+from .rundir import lock_run_folder, remove_stale_temps
 from .topology import violating_blocks
 from .tracking import RunTracker, print_summary
 from .validation import check_output_dir, check_words, resolve_device, validate_config
@@ -76,8 +86,12 @@ def build_data(data_cfg: DictConfig) -> Data:
         parent = instantiate(parent)
     check_words(parent, data_cfg.get("words"))
     datagen = instantiate(data_cfg, data_parent=str(parent))
+    try:
+        loaders = datagen.dataloaders()
+    except AudioFileError as e:
+        raise DataError(f"{e}; data.on_bad_file=skip leaves such files out") from None
     return Data(
-        datagen.dataloaders(),
+        loaders,
         list(datagen.classes),
         int(datagen.n_channels),
         datagen.filterbank.cache_fields(),
@@ -222,6 +236,9 @@ def accumulate(sums: dict, loss, terms, logits, model: KWSNet, labels) -> None:
     add("correct", (logits.argmax(dim=1) == labels).sum().item())
     for name, spk in model.traces.items():
         add(f"firing_rate/{name}", spk.detach().mean().item() * n)
+    clamped = clamped_fraction(model.dense_synapses())
+    if clamped is not None:
+        add(CLAMP_KEY, clamped * n)
 
 
 @torch.no_grad()
@@ -295,6 +312,7 @@ def epoch_record(state, val: dict, optimizer, model: KWSNet, hardness: float | N
         **{f"firing_rate_val/{k}": v for k, v in val["firing_rate"].items()},
         **{f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups},
         **({"hardware/sign_violations": sign_violations(model)} if model.chip != "lif" else {}),
+        **({CLAMP_KEY: sums[CLAMP_KEY] / n} if CLAMP_KEY in sums else {}),
         **({"hardware/sign_hardness": hardness} if hardness is not None else {}),
         "time/epoch_s": sums["time_s"],
     }
@@ -368,6 +386,7 @@ RESUMABLE_CHANGES = (
     "trainer.device",
     "trainer.num_threads",
     "trainer.limit_eval_batches",
+    "trainer.stop_on_divergence",
     "optim.lr_frontend",
     "optim.lr_core",
     "data.progress",
@@ -489,6 +508,8 @@ def train(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     validate_config(cfg)
     out_dir = check_output_dir(cfg.paths.output_dir)
+    lock_run_folder(out_dir)
+    remove_stale_temps(out_dir)
     ckpt_dir = out_dir / CHECKPOINT_DIR
     ckpt_dir.mkdir(exist_ok=True)
     ckpt_path = cfg.get("ckpt_path")
@@ -522,6 +543,7 @@ def train(cfg: DictConfig) -> dict:
     lrs = {"frontend": cfg.optim.lr_frontend, "core": cfg.optim.lr_core}
     state = TrainState() if ckpt is None else restore(ckpt, ckpt_path, model, optimizer, mismatch, data, lrs)
     weights = LossWeights.from_cfg(cfg.loss)
+    divergence = DivergenceMonitor(trainer.epochs, model.layer_names[-1])
 
     def snapshot() -> dict:
         payload = state.payload(model, optimizer, mismatch, config_yaml, data, origin)
@@ -607,6 +629,19 @@ def train(cfg: DictConfig) -> dict:
                     state.best = copy.deepcopy(snapshot())
                 save_both()
                 tracker.epoch_done(record, model)
+                diverged = divergence.update(state.history)
+                for sign in divergence.new:
+                    log.warning(
+                        "training looks diverged: %s; lower optim.lr_core or model.input_gain "
+                        "(trainer.stop_on_divergence=true stops such a run)",
+                        sign,
+                    )
+                if diverged and trainer.stop_on_divergence:
+                    raise DivergenceError(
+                        f"training diverged, stopped after epoch {state.epoch} "
+                        f"(trainer.stop_on_divergence): {'; '.join(diverged.values())}; its checkpoints "
+                        f"are in {ckpt_dir}"
+                    )
                 if state.early_stopped:
                     log.info("early stopping: no val accuracy gain in %d epochs", state.bad_epochs)
                 if stop.signum is not None:

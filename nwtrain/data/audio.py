@@ -14,6 +14,8 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
+from nwtrain.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -22,7 +24,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 RESAMPLER = "scipy.signal.resample_poly"
 
 
-class AudioFileError(ValueError):
+class AudioFileError(DataError):
     """An audio file that is missing, unreadable, corrupt or empty; the message names the file."""
 
 

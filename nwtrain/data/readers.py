@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from nwtrain.data.audio import AUDIO_SUFFIXES, AudioFileError, ClipRef
+from nwtrain.errors import DataError
 
 UNKNOWN_CLASS = "_unknown_"
 SILENCE_CLASS = "_silence_"
@@ -333,7 +334,7 @@ def read_class_folders(
     for cls in classes:
         files[cls] = _audio_files(root / cls)
         if not files[cls]:
-            raise ValueError(f"class folder {root / cls} has no audio files ({', '.join(AUDIO_SUFFIXES)})")
+            raise DataError(f"class folder {root / cls} has no audio files ({', '.join(AUDIO_SUFFIXES)})")
     result = DatasetSplits(list(classes))
     patterns = _speaker_patterns(speaker_pattern)
     speakers = (
