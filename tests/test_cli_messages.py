@@ -82,7 +82,7 @@ def test_piped_output_prints_whole_lines(tmp_path_factory, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     log_lines = [line for line in lines if re.match(r"\[\d\d:\d\d:\d\d\] ", line)]
-    epochs = [line for line in log_lines if " epoch " in line]
+    epochs = [line for line in log_lines if " INFO    epoch " in line]
     assert len(epochs) == 2
     assert all(re.search(r"epoch \d/2 \| loss .* \| val .*% \| [\d.]+ s$", e) for e in epochs)
     run_folder = [line for line in lines if "run folder" in line and "│" in line]
