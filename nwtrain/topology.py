@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .chip import SIGN_BLOCK_SIZE
+from .chips.common import SIGN_BLOCK_SIZE
 
 
 def block_view(w: torch.Tensor, block: int = SIGN_BLOCK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
