@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from test_cli_helpers import checkpoint_config, compose_config, run_cli, tiny_cache, tiny_overrides
 
 from nwtrain import chipsim
+from nwtrain.chips import CHIPS
 from nwtrain.errors import ConfigError, ExportError
 from nwtrain.evaluate import load_model, load_run
 from nwtrain.export import (
@@ -287,7 +288,7 @@ def test_h1_networks_get_no_nir_file(runs, cache, tmp_path):
     export_checkpoint(export_cfg(ckpt, tmp_path, cache, "verify_split=null"))
     assert not (tmp_path / "model.nir").exists()
     _, model = loaded_model(ckpt, cache, tmp_path)
-    with pytest.raises(ExportError, match="NIR export covers LIF networks; h1v1 has no NIR neuron"):
+    with pytest.raises(ExportError, match="NIR export covers LIF networks; H1v1 has no NIR neuron"):
         to_nir(deploy(model), 40.0)
 
 
@@ -298,7 +299,7 @@ def test_export_refuses_bad_options_and_mismatch_models(runs, cache, tmp_path):
     with pytest.raises(ConfigError, match="verify_split: 'dev' is not one of"):
         export_checkpoint(export_cfg(ckpt, tmp_path, cache, "verify_split=dev"))
     _, model = loaded_model(ckpt, cache, tmp_path)
-    assert chip_grid("h1v1", network_stages(model)).bits == 5
+    assert chip_grid(CHIPS["h1v1"], network_stages(model)).bits == 5
     run = load_run(export_cfg(ckpt, tmp_path, cache), device=torch.device("cpu"))
     noisy = load_model(run, stddev=0.02, ileak_mismatch=True)
     with pytest.raises(ExportError, match="simulate mismatch: export a nominal chip"):

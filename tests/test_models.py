@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from nwtrain import chip
+from nwtrain.chips import h1v1, h1v2
 from nwtrain.layers import (
     DelayLine,
     H1v1Frontend,
@@ -17,7 +17,8 @@ from nwtrain.layers import (
     prepare_net,
     synapses,
 )
-from nwtrain.models import CHIPS, KWSNet, weight_limit
+from nwtrain.chips import CHIPS
+from nwtrain.models import KWSNet
 
 warnings.filterwarnings("ignore", "Frontend on chip uses 16 filters")
 
@@ -87,7 +88,7 @@ def test_param_groups_split_front_end_from_core_and_cover_every_parameter():
 @pytest.mark.parametrize("chip_name", CHIPS)
 def test_quantization_puts_every_synapse_on_the_chip_grid(chip_name):
     net = make(chip_name, quantization_bit=5)
-    limit = weight_limit(chip_name)
+    limit = CHIPS[chip_name].weight_limit
     step = 2 * limit / 31
     for syn in synapses(net):
         w = syn.effective_weight().detach()
@@ -113,19 +114,19 @@ def test_mismatch_only_where_the_tutorial_puts_it():
 
 
 def test_weight_limits_are_the_chip_ranges():
-    assert weight_limit("h1v1") == chip.H1V1_WEIGHT_LIMIT_V
-    assert weight_limit("h1v2") == chip.H1V2_WEIGHT_LIMIT_V
-    assert weight_limit("lif") == 1.0
+    assert CHIPS["h1v1"].weight_limit == h1v1.WEIGHT_LIMIT_V
+    assert CHIPS["h1v2"].weight_limit == h1v2.WEIGHT_LIMIT_V
+    assert CHIPS["lif"].weight_limit == 1.0
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(chip="h3"), "chip must be one of"),
-        (dict(chip="h1v2", stddev=0.02), "only H1v1 models synaptic mismatch"),
+        (dict(chip="h3"), "unknown chip 'h3'; choose one of lif, h1v1, h1v2"),
+        (dict(chip="h1v2", stddev=0.02), "stddev=0.02: H1v2 has no synaptic mismatch model; stddev is an option of H1v1"),
         (dict(chip="lif", ileak_mismatch=True), "no leak mismatch"),
         (dict(taus=(1e-2, 1e-2)), "taus needs 3"),
-        (dict(chip="h1v2", frontend_delays_s=[0.0, 8e-3]), "chip='h1v2' has no synaptic delays"),
+        (dict(chip="h1v2", frontend_delays_s=[0.0, 8e-3]), r"frontend_delays_s=\[0.0, 0.008\]: H1v2 has no synaptic delays"),
     ],
 )
 def test_invalid_arguments_are_named(kwargs, message):
