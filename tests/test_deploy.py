@@ -392,3 +392,35 @@ def test_an_output_population_exports_and_decides_by_class_sums(tmp_path):
     assert counts.shape == (12, 3) and expected.sum() > 0
     np.testing.assert_array_equal(counts, expected.numpy())
     np.testing.assert_array_equal(labels, expected.argmax(1).numpy())
+
+
+def test_the_artefact_records_the_placement_and_the_simulator_checks_it(tmp_path):
+    from nwtrain.models import KWSNet
+
+    torch.manual_seed(3)
+    model = KWSNet(13, 2, chip="h1v2", hidden_size=[60, 40], taus=[10e-3, 45e-3, 45e-3, 135e-3],
+                   out_population=10, quantization_bit=5, dense_init_bound=1.0)  # fmt: skip
+    dep = deploy(model, project_weights=True)
+    meta, arrays = build_artefact(model, dep, classes=["a", "b"], features={})
+    assert meta["chip"]["core_sizes"] == [50, 50, 100]
+    assert meta["placement"] == model.placement.to_json()
+    assert [layer["cores"] for layer in meta["placement"]["layers"]] == [
+        [[0, 0, 50], [1, 50, 60]], [[1, 0, 40]], [[2, 0, 20]]
+    ]  # fmt: skip
+    write_artefact(tmp_path, meta, arrays)
+    chipsim.load_artefact(tmp_path)
+    # An artefact whose core map overfills a core is refused, not simulated.
+    meta["placement"]["layers"][1]["cores"] = [[0, 0, 40]]
+    write_artefact(tmp_path, meta, arrays)
+    with pytest.raises(chipsim.ArtefactError, match=r"the cores hold more neurons than they have \(core 0: 90 > 50\)"):
+        chipsim.load_artefact(tmp_path)
+
+
+def test_a_network_over_its_chips_budget_does_not_export():
+    from nwtrain.models import KWSNet
+
+    with pytest.warns(UserWarning, match="it will not deploy"):
+        model = KWSNet(13, 10, chip="h1v1", hidden_size=256, out_population=10, fit_chip=False)
+    with pytest.raises(ExportError, match=r"^export refused: H1v1 has 256 neurons in 4 cores of 64; this model "
+                       r"needs 356 \(hidden 256, out 100\)$"):  # fmt: skip
+        deploy(model, project_weights=True)
