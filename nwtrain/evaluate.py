@@ -234,7 +234,8 @@ def evaluate_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     splits = list(SPLITS) if cfg.split == "all" else [cfg.split]
     if not set(splits) <= set(SPLITS):
         raise DataError(f"split: {cfg.split!r} is not one of {', '.join(SPLITS)}, all")
-    spec = mismatch_spec(cfg, get_chip(run.config.model.chip))
+    chip = run.config.model.chip
+    spec = mismatch_spec(cfg, get_chip(chip))
     seed = run.config.trainer.seed if cfg.seed is None else cfg.seed
     limit = cfg.trainer.limit_eval_batches
 

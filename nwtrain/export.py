@@ -122,7 +122,9 @@ def network_stages(model: nn.Module) -> list[Stage]:
 
 def network_chip(stages: list[Stage]) -> ChipSpec:
     """The chip whose neuron model every layer has (``ChipParts.layer``), with its synapses."""
-    found = {spec.name: spec for s in stages for spec in CHIPS.values() if type(s.layer) is spec.parts().layer}
+    found = {
+        spec.name: spec for s in stages for spec in CHIPS.values() if type(s.layer) is spec.parts().layer
+    }
     if len(found) != 1 or len({type(s.layer) for s in stages}) != 1:
         kinds = [type(s.layer).__name__ for s in stages]
         raise ExportError(f"layers {kinds}: the artefact needs one neuron model in every layer")
@@ -471,7 +473,9 @@ def to_nir(dep: Deployment, input_gain: float):
     import nir
 
     if not dep.chip.nir:
-        raise ExportError(f"NIR export covers LIF networks; {dep.chip.label} has no NIR neuron (docs/deploy.md)")
+        raise ExportError(
+            f"NIR export covers LIF networks; {dep.chip.label} has no NIR neuron (docs/deploy.md)"
+        )
     n_in = dep.stages[0].n_outputs
     dt = dep.stages[0].layer.dt
     nodes = {

@@ -152,7 +152,9 @@ class KWSNet(nn.Module):
         self.dt = float(dt)
         self.input_gain = float(input_gain)
         self.layer_names = layer_names(len(sizes))
-        self.placement = place(spec, dict(zip(self.layer_names[1:], [*sizes, n_classes * self.out_population])))
+        self.placement = place(
+            spec, dict(zip(self.layer_names[1:], [*sizes, n_classes * self.out_population]))
+        )
         if not self.placement.fits:
             if fit_chip:
                 raise ValueError(self.placement.message())

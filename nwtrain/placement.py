@@ -12,7 +12,6 @@ No torch at import: the simulator and config validation place networks too.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -99,12 +98,16 @@ def check_recorded(record: dict, core_sizes: list[int], where: str) -> None:
         covered = 0
         for core, first, stop in layer["cores"]:
             if first != covered or not 0 <= core < len(core_sizes):
-                raise ValueError(f"{where}: layer {layer['name']} has neurons {first}..{stop - 1} on no core of "
-                                 f"the chip's {len(core_sizes)} ({json.dumps(layer['cores'])})")  # fmt: skip
+                raise ValueError(
+                    f"{where}: layer {layer['name']} has neurons {first}..{stop - 1} on no core of the "
+                    f"chip's {len(core_sizes)} ({layer['cores']})"
+                )
             load[core] += stop - first
             covered = stop
         if covered != layer["neurons"]:
-            raise ValueError(f"{where}: layer {layer['name']} places {covered} of its {layer['neurons']} neurons")
+            raise ValueError(
+                f"{where}: layer {layer['name']} places {covered} of its {layer['neurons']} neurons"
+            )
     over = [f"core {i}: {n} > {size}" for i, (n, size) in enumerate(zip(load, core_sizes)) if n > size]
     if over:
         raise ValueError(f"{where}: the cores hold more neurons than they have ({', '.join(over)})")

@@ -150,7 +150,10 @@ def test_chip_configs_mirror_the_chip_specs():
         conf = OmegaConf.load(CONF_DIR / "chip" / f"{name}.yaml")
         assert conf.name == name
         assert (conf.weight_limit, conf.syn_mismatch_stddev) == (spec.weight_limit, spec.syn_offset_stddev)
-    assert CHIPS["h1v1"].weight_limit == h1v1.WEIGHT_LIMIT_V and CHIPS["h1v2"].weight_limit == h1v2.WEIGHT_LIMIT_V
+    assert (
+        CHIPS["h1v1"].weight_limit == h1v1.WEIGHT_LIMIT_V
+        and CHIPS["h1v2"].weight_limit == h1v2.WEIGHT_LIMIT_V
+    )
 
 
 CHIP_EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*h1v*.yaml"))
@@ -177,19 +180,25 @@ def test_a_network_over_the_budget_is_refused_before_any_data_is_read(tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert (
-        "model.hidden_size: H1v1 has 256 neurons in 4 cores of 64; this model needs 1024 (hidden 1024) before "
-        "its output population; variant=hardware_aware must deploy" in result.stderr + result.stdout
+        "model.hidden_size: H1v1 has 256 neurons in 4 cores of 64; this model needs 1024 (hidden 1024) "
+        "before its output population; variant=hardware_aware must deploy" in result.stderr + result.stdout
     )
     assert not cache.exists() and not data.exists()
 
 
 def test_a_plain_network_over_the_budget_trains_with_a_warning(caplog):
-    cfg = compose_config(["experiment=yesno_sc_h1v2_plain", "model.hidden_size=256", "paths.output_dir=unused"])
+    cfg = compose_config(
+        ["experiment=yesno_sc_h1v2_plain", "model.hidden_size=256", "paths.output_dir=unused"]
+    )
     validate_config(cfg)
-    assert "H1v2 has 200 neurons in 3 cores of 50, 50 and 100; this model needs 276 (hidden 256, out 20): " \
+    assert (
+        "H1v2 has 200 neurons in 3 cores of 50, 50 and 100; this model needs 276 (hidden 256, out 20): "
         "variant=plain trains it, but it will not deploy" in caplog.text
+    )
     with pytest.raises(ConfigError, match=r"^model\.hidden_size: H1v2 has 200 neurons .* needs 276"):
-        validate_config(compose_config(["experiment=yesno_sc_h1v2_hw", "model.hidden_size=256", "paths.output_dir=u"]))
+        validate_config(
+            compose_config(["experiment=yesno_sc_h1v2_hw", "model.hidden_size=256", "paths.output_dir=u"])
+        )
 
 
 @pytest.fixture

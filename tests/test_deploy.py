@@ -253,7 +253,7 @@ def test_projection_gives_dissenters_the_smallest_level_of_their_blocks_sign(run
 def test_nir_export_of_a_lif_network_round_trips(runs, cache, tmp_path):
     nir = pytest.importorskip("nir")
     ckpt, _ = runs("lif")
-    with pytest.raises(ExportError, match="bits: the lif baseline has no weight memory"):
+    with pytest.raises(ExportError, match="bits: the LIF baseline has no weight memory"):
         export_checkpoint(export_cfg(ckpt, tmp_path / "nobits", cache, "project=true"))
     export_checkpoint(export_cfg(ckpt, tmp_path, cache, "project=true", "bits=8"))
     meta = json.loads((tmp_path / "export.json").read_text())
@@ -412,7 +412,9 @@ def test_the_artefact_records_the_placement_and_the_simulator_checks_it(tmp_path
     # An artefact whose core map overfills a core is refused, not simulated.
     meta["placement"]["layers"][1]["cores"] = [[0, 0, 40]]
     write_artefact(tmp_path, meta, arrays)
-    with pytest.raises(chipsim.ArtefactError, match=r"the cores hold more neurons than they have \(core 0: 90 > 50\)"):
+    with pytest.raises(
+        chipsim.ArtefactError, match=r"the cores hold more neurons than they have \(core 0: 90 > 50\)"
+    ):
         chipsim.load_artefact(tmp_path)
 
 
@@ -421,6 +423,6 @@ def test_a_network_over_its_chips_budget_does_not_export():
 
     with pytest.warns(UserWarning, match="it will not deploy"):
         model = KWSNet(13, 10, chip="h1v1", hidden_size=256, out_population=10, fit_chip=False)
-    with pytest.raises(ExportError, match=r"^export refused: H1v1 has 256 neurons in 4 cores of 64; this model "
-                       r"needs 356 \(hidden 256, out 100\)$"):  # fmt: skip
+    budget = r"H1v1 has 256 neurons in 4 cores of 64; this model needs 356 \(hidden 256, out 100\)"
+    with pytest.raises(ExportError, match=rf"^export refused: {budget}$"):
         deploy(model, project_weights=True)

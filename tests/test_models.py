@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from nwtrain.chips import h1v1, h1v2
+from nwtrain.chips import CHIPS, h1v1, h1v2
 from nwtrain.layers import (
     DelayLine,
     H1v1Frontend,
@@ -17,7 +17,6 @@ from nwtrain.layers import (
     prepare_net,
     synapses,
 )
-from nwtrain.chips import CHIPS
 from nwtrain.models import KWSNet
 from nwtrain.placement import OFF_CHIP, place
 
@@ -124,10 +123,16 @@ def test_weight_limits_are_the_chip_ranges():
     ("kwargs", "message"),
     [
         (dict(chip="h3"), "unknown chip 'h3'; choose one of lif, h1v1, h1v2"),
-        (dict(chip="h1v2", stddev=0.02), "stddev=0.02: H1v2 has no synaptic mismatch model; stddev is an option of H1v1"),
+        (
+            dict(chip="h1v2", stddev=0.02),
+            "stddev=0.02: H1v2 has no synaptic mismatch model; stddev is an option of H1v1",
+        ),
         (dict(chip="lif", ileak_mismatch=True), "no leak mismatch"),
         (dict(taus=(1e-2, 1e-2)), "taus needs 3"),
-        (dict(chip="h1v2", frontend_delays_s=[0.0, 8e-3]), r"frontend_delays_s=\[0.0, 0.008\]: H1v2 has no synaptic delays"),
+        (
+            dict(chip="h1v2", frontend_delays_s=[0.0, 8e-3]),
+            r"frontend_delays_s=\[0.0, 0.008\]: H1v2 has no synaptic delays",
+        ),
     ],
 )
 def test_invalid_arguments_are_named(kwargs, message):
@@ -233,13 +238,17 @@ def test_a_chip_is_one_module_that_registers_its_spec(monkeypatch):
     from nwtrain.chips import h1v2 as h1v2_module
 
     monkeypatch.setattr("nwtrain.chips.CHIPS", dict(CHIPS))
-    toy = register(ChipSpec(name="toy", label="Toy", parts=h1v2_module.SPEC.parts, weight_limit=1.0,
-                            weight_bits=4, frontend_gain=0.5, core_sizes=(8, 8), sign_blocks=True))  # fmt: skip
+    toy = register(
+        ChipSpec(name="toy", label="Toy", parts=h1v2_module.SPEC.parts, weight_limit=1.0, weight_bits=4,
+                 frontend_gain=0.5, core_sizes=(8, 8), sign_blocks=True)
+    )  # fmt: skip
     net = KWSNet(13, 2, chip="toy", hidden_size=10, out_population=3)
     assert net(features()).shape == (3, 20, 2)
     assert net.placement.core_ids("hidden").tolist() == [0] * 8 + [1] * 2
     assert net.placement.core_ids("out").tolist() == [1] * 6
-    with pytest.raises(ValueError, match=r"^Toy has 16 neurons in 2 cores of 8; this model needs 17 \(hidden 11, out 6\)$"):
+    with pytest.raises(
+        ValueError, match=r"^Toy has 16 neurons in 2 cores of 8; this model needs 17 \(hidden 11, out 6\)$"
+    ):
         KWSNet(13, 2, chip="toy", hidden_size=11, out_population=3)
     with pytest.raises(ValueError, match="ileak_mismatch=True: Toy has no leak mismatch model"):
         KWSNet(13, 2, chip="toy", ileak_mismatch=True)
@@ -255,7 +264,10 @@ def test_placement_fills_the_cores_greedily_and_a_layer_spans_them():
     assert placement.to_json()["layers"][2] == {"name": "out", "neurons": 50, "cores": [[2, 0, 50]]}
     over = place(CHIPS["h1v1"], {"hidden": 1024, "out": 100})
     assert not over.fits and over.core_ids("out").tolist() == [OFF_CHIP] * 100
-    assert over.message() == "H1v1 has 256 neurons in 4 cores of 64; this model needs 1124 (hidden 1024, out 100)"
+    assert (
+        over.message()
+        == "H1v1 has 256 neurons in 4 cores of 64; this model needs 1124 (hidden 1024, out 100)"
+    )
     assert place(CHIPS["lif"], {"hidden": 5000, "out": 10}).fits  # no chip, no budget
 
 

@@ -45,7 +45,10 @@ RULES = {
     "stddev": ("synaptic_mismatch", "has no synaptic mismatch model"),
     "ileak_mismatch": ("leak_mismatch", "has no leak mismatch model"),
     "clamp_grad": ("membrane_clamp", "has no membrane clamp"),
-    "frontend_delays_s": ("delays", "has no synaptic delays (a spike reaches its targets in the step it fires)"),
+    "frontend_delays_s": (
+        "delays",
+        "has no synaptic delays (a spike reaches its targets in the step it fires)",
+    ),
     "sign_annealing": ("sign_blocks", "has no sign blocks to anneal"),
     "recurrent": ("recurrence", "has no recurrent connections"),
 }
@@ -108,17 +111,17 @@ class ChipSpec:
             if option == "bands_per_octave":
                 own = self.frontend_bands_per_octave
                 if value is not None and own is not None and value != own:
+                    having = _having("frontend_bands_per_octave", None)
                     raise DesignRuleError(
                         option, value, f"{self.label}'s front end is the chip's {own} bands per octave; "
-                        f"another filterbank density is an option of {_having('frontend_bands_per_octave', None)}"
+                        f"another filterbank density is an option of {having}"
                     )  # fmt: skip
                 continue
             capability, lack = RULES[option]
             if value and not getattr(self, capability):
                 having = _having(capability, True)
-                raise DesignRuleError(
-                    option, value, f"{self.label} {lack}" + (f"; {option} is an option of {having}" if having else "")
-                )  # fmt: skip
+                offered = f"; {option} is an option of {having}" if having else ""
+                raise DesignRuleError(option, value, f"{self.label} {lack}{offered}")
 
 
 def _having(attribute: str, value) -> str:

@@ -39,7 +39,9 @@ def _parts() -> ChipParts:
         )  # fmt: skip
 
     def dense(n_in, n_out, init, quantization_bit, stddev, device):
-        return H1v1Synapse(n_in, n_out, init=init, quantization_bit=quantization_bit, stddev=stddev, device=device)
+        return H1v1Synapse(
+            n_in, n_out, init=init, quantization_bit=quantization_bit, stddev=stddev, device=device
+        )
 
     def neurons(n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device):
         return H1v1Layer(

@@ -19,7 +19,11 @@ TAU_PROFILES_S = tuple(13.82e-3 * 2.0**k for k in range(-2, 6))
 LEAK_SIGMA_VT_V = 3.5e-3  # design: larger leak transistor on H1v2, better matching than H1v1
 LEAK_LOGNORMAL_SIGMA = leak_lognormal_sigma(LEAK_SIGMA_VT_V)  # ~0.104
 WEIGHT_BITS = 5  # design: tutorial 2 is silent on the memory; H1v1's 32 levels (tutorial 4) assumed
-CORE_SIZES = (50, 50, 100)  # SDK chip overview: 3 cores after the front end, the last for an output population
+CORE_SIZES = (
+    50,
+    50,
+    100,
+)  # SDK chip overview: 3 cores after the front end, the last for an output population
 # design: one unit of filterbank envelope moves a front-end membrane by a fraction of its threshold close to
 # H1v1's 0.57; H1v2's range caps it (1.66 * 0.0873 V = 0.145 V of 0.3226 V, 0.45), so it takes the range.
 FRONTEND_GAIN = WEIGHT_LIMIT_V
