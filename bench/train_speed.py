@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nwtrain import chip, kernels
+from nwtrain import kernels
+from nwtrain.chips import h1v1
 from nwtrain.layers import H1v1Frontend, H1v1Layer, H1v1Synapse, prepare_net
 from nwtrain.loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from nwtrain.quant import RangeQuantizer
@@ -110,7 +111,7 @@ class NwtrainRecurrentNet(NwtrainNet):
 # ---------------------------------------------------------------------------------------------------------
 def h1v1_transfer(w):
     """Membrane volts per unit of presynaptic activity: the H1v1 transconductor (nA) times 0.01 V/nA."""
-    return H1v1Layer.VOLTS_PER_NA * H1v1Synapse.I_B_NA * torch.tanh(w / chip.H1V1_SYN_LINEAR_RANGE_V)
+    return H1v1Layer.VOLTS_PER_NA * H1v1Synapse.I_B_NA * torch.tanh(w / h1v1.SYN_LINEAR_RANGE_V)
 
 
 class _AnchorNet(nn.Module):

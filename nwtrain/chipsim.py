@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import NwtrainError, UntrustedFileError
+from .placement import check_recorded
 from .trust import check_data
 
 FORMAT = "nwtrain-chip-artefact"
@@ -89,6 +90,7 @@ def load_artefact(folder: str | Path) -> Artefact:
         )
     check_data(meta, str(meta_path))
     verify_files(folder, meta)
+    check_placement(meta, meta_path)
     with np.load(npz_path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     return Artefact(meta, arrays, folder)
@@ -114,6 +116,24 @@ def verify_files(folder: Path, meta: dict) -> None:
                 f"{path} has sha256 {digest[:16]}..., {EXPORT_JSON} records {str(entry['sha256'])[:16]}...: "
                 f"the artefact was changed after export and is refused"
             )
+
+
+def check_placement(meta: dict, meta_path: Path) -> None:
+    """The recorded core map (``placement``) against the chip's cores (``chip.core_sizes``): every layer
+    after the front end placed, in order, no core over its size. An artefact of a chip without cores (the
+    LIF baseline), or one exported before placements were recorded, has nothing to check."""
+    cores, record = meta["chip"].get("core_sizes"), meta.get("placement")
+    if not cores or record is None:
+        return
+    names = [stage["layer"]["name"] for stage in meta["stages"][1:]]
+    placed = [layer["name"] for layer in record["layers"]]
+    if placed != names:
+        raise ArtefactError(f"{meta_path}: placement places layers {placed}, the stages after the front end "
+                            f"are {names}")  # fmt: skip
+    try:
+        check_recorded(record, cores, str(meta_path))
+    except ValueError as e:
+        raise ArtefactError(str(e)) from None
 
 
 def programmed_weights(art: Artefact, synapse: dict) -> np.ndarray:

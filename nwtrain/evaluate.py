@@ -33,6 +33,7 @@ from torch import nn
 
 from . import plots
 from .checkpoint import atomic_write_json, load_checkpoint
+from .chips import ChipSpec, DesignRuleError, get_chip
 from .errors import CheckpointError, ConfigError, DataError
 from .export import deploy
 from .models import KWSNet
@@ -116,8 +117,9 @@ def load_run(cfg: DictConfig, overrides: Sequence[str] = (), device: torch.devic
 
 def load_model(run: Run, **model_overrides) -> KWSNet:
     """The checkpoint's model, built with ``model_overrides`` (e.g. its mismatch options) on top of its
-    config; the weights are the checkpoint's."""
-    model_cfg = OmegaConf.merge(run.config.model, model_overrides)
+    config; the weights are the checkpoint's. A model that does not fit its chip is measured all the same
+    (with a warning); exporting it is refused (``nwtrain.export.deploy``)."""
+    model_cfg = OmegaConf.merge(run.config.model, {"fit_chip": False}, model_overrides)
     model = build_model(model_cfg, run.data.n_channels, len(run.data.classes), run.device)
     try:
         load_annealed_state(model, run.ckpt["model"])
@@ -145,20 +147,22 @@ class Mismatch:
         return self.target_acc if self.target_acc is not None else self.target_fraction * ideal_acc
 
 
-def mismatch_spec(cfg: DictConfig, chip: str, chip_stddev: float) -> Mismatch:
-    """``cfg.mismatch`` checked against the checkpoint's chip (``chip_stddev``: its empirical offset)."""
+def mismatch_spec(cfg: DictConfig, chip: ChipSpec) -> Mismatch:
+    """``cfg.mismatch`` checked against the checkpoint's chip (whose empirical offset is the default)."""
     m = cfg.mismatch
     instances = m.instances
     if isinstance(instances, bool) or not isinstance(instances, int) or instances < 0:
         raise ConfigError("mismatch.instances", f"must be an integer >= 0, got {instances!r}")
-    stddev = chip_stddev if m.stddev is None else m.stddev
+    stddev = chip.syn_offset_stddev if m.stddev is None else m.stddev
     if isinstance(stddev, bool) or not isinstance(stddev, (int, float)) or not stddev >= 0:
         raise ConfigError("mismatch.stddev", f"must be a number >= 0 or null, got {m.stddev!r}")
-    if stddev and chip != "h1v1":
-        raise ConfigError("mismatch.stddev", f"{stddev}: only H1v1 models synaptic mismatch, {chip} has none")
-    ileak = bool(m.ileak) and chip != "lif"
-    if instances and chip == "lif":
-        raise ConfigError("mismatch.instances", "the LIF baseline has no mismatch model: all chips are one")
+    try:
+        chip.check(stddev=stddev)
+    except DesignRuleError as e:
+        raise ConfigError("mismatch.stddev", f"{stddev}: {e.reason}") from None
+    ileak = bool(m.ileak) and chip.leak_mismatch
+    if instances and not chip.mismatch:
+        raise ConfigError("mismatch.instances", f"{chip.label} has no mismatch model: all chips are one")
     for key, low_open in (("target_acc", False), ("target_fraction", True)):
         value = m[key]
         if value is None and key == "target_acc":
@@ -231,7 +235,7 @@ def evaluate_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     if not set(splits) <= set(SPLITS):
         raise DataError(f"split: {cfg.split!r} is not one of {', '.join(SPLITS)}, all")
     chip = run.config.model.chip
-    spec = mismatch_spec(cfg, chip, float(run.config.get("chip", {}).get("syn_mismatch_stddev", 0.0)))
+    spec = mismatch_spec(cfg, get_chip(chip))
     seed = run.config.trainer.seed if cfg.seed is None else cfg.seed
     limit = cfg.trainer.limit_eval_batches
 

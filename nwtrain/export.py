@@ -38,26 +38,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, chip, chipsim
+from . import __version__, chipsim
 from .checkpoint import atomic_write_bytes, atomic_write_json
+from .chips import CHIPS, ChipSpec
+from .chips.common import SIGN_BLOCK_SIZE
 from .errors import ConfigError, ExportError
-from .layers import (
-    ChipLayer,
-    DelayLine,
-    H1v1Layer,
-    H1v2Layer,
-    H1v2Synapse,
-    LIFLayer,
-    LIFSynapse,
-    SpikingLayer,
-    Synapse,
-    _H1v1Transfer,
-    _H1v2Transfer,
-    prepare_net,
-    routed_weight,
-)
-from .models import _Diagonal, weight_limit
+from .layers import ChipLayer, DelayLine, LIFSynapse, SpikingLayer, Synapse, prepare_net, routed_weight
+from .models import _Diagonal
 from .optim import bake_sign_blocks
+from .placement import Placement, place
 from .provenance import provenance as origin
 from .quant import RangeQuantizer, decode
 from .topology import block_signs, block_view, violating_blocks
@@ -77,8 +66,6 @@ RANGE_TOLERANCE = 1e-6
 # A chip's leak must follow the documented Vleak = vt * dt / tau to this relative precision (float32).
 LEAK_RTOL = 1e-5
 
-CHIP_WEIGHT_BITS = {"h1v1": chip.H1V1_WEIGHT_BITS, "h1v2": chip.H1V2_WEIGHT_BITS}
-NEURON_MODELS = {"h1v1": H1v1Layer, "h1v2": H1v2Layer, "lif": LIFLayer}
 DECISION_RULE = (
     "argmax over classes of the output spike counts over the clip, a class's count summed over its "
     "population (output neurons c*P .. c*P+P-1); ties: the lowest index"
@@ -165,31 +152,36 @@ def network_stages(model: nn.Module) -> list[Stage]:
     return stages
 
 
-def network_chip(stages: list[Stage]) -> str:
-    """``h1v1``, ``h1v2`` or ``lif``: the one neuron model of every layer, with matching synapses."""
-    names = {layer: name for name, layer in NEURON_MODELS.items()}
-    synapse_ok = {
-        "h1v1": lambda s: isinstance(s, _H1v1Transfer),
-        "h1v2": lambda s: isinstance(s, H1v2Synapse),
-        "lif": lambda s: isinstance(s, LIFSynapse),
+def network_chip(stages: list[Stage]) -> ChipSpec:
+    """The chip whose neuron model every layer has (``ChipParts.layer``), with its synapses."""
+    found = {
+        spec.name: spec for s in stages for spec in CHIPS.values() if type(s.layer) is spec.parts().layer
     }
-    chips = {names.get(type(s.layer)) for s in stages}
-    if len(chips) != 1 or None in chips:
+    if len(found) != 1 or len({type(s.layer) for s in stages}) != 1:
         kinds = [type(s.layer).__name__ for s in stages]
         raise ExportError(f"layers {kinds}: the artefact needs one neuron model in every layer")
-    (name,) = chips
+    (spec,) = found.values()
     for s in stages:
-        if not synapse_ok[name](s.synapse):
-            raise ExportError(f"{s.synapse_name}: a {type(s.synapse).__name__} in a {name} network")
-    return name
+        if not isinstance(s.synapse, spec.parts().synapses):
+            raise ExportError(f"{s.synapse_name}: a {type(s.synapse).__name__} in a {spec.name} network")
+    return spec
 
 
-def chip_grid(chip_name: str, stages: list[Stage], bits: int | None = None) -> RangeQuantizer:
+def network_placement(spec: ChipSpec, stages: list[Stage]) -> Placement:
+    """The layers after the front end (the chip's own neurons, one per filter) on the chip's cores;
+    ``ExportError`` naming the budget when they do not fit."""
+    placement = place(spec, {s.layer_name: s.layer.n_neurons for s in stages[1:]})
+    if not placement.fits:
+        raise ExportError(f"export refused: {placement.message()}")
+    return placement
+
+
+def chip_grid(spec: ChipSpec, stages: list[Stage], bits: int | None = None) -> RangeQuantizer:
     """The level grid the weights are programmed on: ``bits`` (None: the chip's weight memory; the LIF
     baseline, which has none, takes its quantiser's) over the chip's range."""
-    limit = weight_limit(chip_name)
+    limit = spec.weight_limit
     if bits is None:
-        bits = CHIP_WEIGHT_BITS.get(chip_name)
+        bits = spec.weight_bits
     if bits is None:
         quantizers = [
             r.module.recurrent_quantizer if isinstance(r.module, SpikingLayer) else r.module.quantizer
@@ -199,7 +191,7 @@ def chip_grid(chip_name: str, stages: list[Stage], bits: int | None = None) -> R
         unquantised = any(q is None for q in quantizers)
         if len(trained) != 1 or next(iter(trained))[1] != limit or unquantised:
             raise ExportError(
-                f"bits: the {chip_name} baseline has no weight memory and this model was not trained on one "
+                f"bits: {spec.label} has no weight memory and this model was not trained on one "
                 f"grid over [-{limit}, {limit}]; set bits=<n> to export it on 2**n levels"
             )
         bits = next(iter(trained))[0]
@@ -250,7 +242,7 @@ def find_violations(
             padded, mask = block_view(w)
             for row, block in violating_blocks(w):
                 values = padded[row, block][mask[row, block]].tolist()
-                first = block * chip.SIGN_BLOCK_SIZE
+                first = block * SIGN_BLOCK_SIZE
                 found.append(Violation("sign_block", name, (row, block), f"input {row}, outputs "
                                        f"{first}..{first + len(values) - 1} mix signs: "
                                        f"{[round(v, 4) for v in values]}"))  # fmt: skip
@@ -301,9 +293,11 @@ def project(
 
 @dataclass
 class Deployment:
-    """A model made chip-ready by ``deploy``: its stages, grid, integer codes and what projection did."""
+    """A model made chip-ready by ``deploy``: its chip, stages, placement on the chip's cores, grid, integer
+    codes and what projection did."""
 
-    chip: str
+    chip: ChipSpec
+    placement: Placement
     grid: RangeQuantizer
     stages: list[Stage]
     codes: dict[str, torch.Tensor]
@@ -341,8 +335,9 @@ def deploy(model: nn.Module, bits: int | None = None, project_weights: bool = Fa
     SignAnnealing parametrisation is baked in first: the chip holds the weights the model exposes."""
     bake_sign_blocks(model)
     stages = network_stages(model)
-    name = network_chip(stages)
-    grid = chip_grid(name, stages, bits)
+    spec = network_chip(stages)
+    placement = network_placement(spec, stages)
+    grid = chip_grid(spec, stages, bits)
     weights = programmed_weights(stages)
     routed = routed_matrices(stages)
     signed = {r.name for r in routed if r.signed}
@@ -359,66 +354,42 @@ def deploy(model: nn.Module, bits: int | None = None, project_weights: bool = Fa
         else:
             r.module.quantizer = None
             r.module.weight.copy_(w)
-    return Deployment(name, grid, stages, codes, violations, changes if project_weights else None)
+    return Deployment(spec, placement, grid, stages, codes, violations, changes if project_weights else None)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The artefact
 # ---------------------------------------------------------------------------------------------------------
-# Constants of each chip beyond those its layer class carries (threshold, capacitance, leak profiles).
-CHIP_CONSTANTS = {
-    "h1v1": {
-        "pulse_width_s": chip.H1V1_PULSE_WIDTH_S,
-        "syn_bias_current_a": chip.H1V1_SYN_BIAS_CURRENT_A,
-        "syn_linear_range_v": chip.H1V1_SYN_LINEAR_RANGE_V,
-        "syn_offset_stddev_v": chip.H1V1_SYN_OFFSET_STDDEV_V,
-        "frontend_channels": chip.H1V1_FRONTEND_CHANNELS,
-    },
-    "h1v2": {"syn_gain_v": chip.H1V2_SYN_GAIN_V},
-}
-
-
-def chip_description(name: str, grid: RangeQuantizer) -> dict:
-    """The chip model the artefact is built on: every constant the simulator or a chip team needs."""
+def chip_description(spec: ChipSpec, grid: RangeQuantizer) -> dict:
+    """The chip model the artefact is built on: every constant the simulator or a chip team needs (beyond
+    the layer class's threshold, capacitance and leak profiles, the spec's ``artefact_constants``)."""
     out = {
-        "name": name,
+        "name": spec.name,
         "weight_limit": grid.limit,
         "weight_bits": grid.bits,
         "weight_levels": grid.n_levels,
         "weight_step": grid.step,
+        "core_sizes": list(spec.core_sizes) or None,
     }
-    layer = NEURON_MODELS[name]
+    layer = spec.parts().layer
     if issubclass(layer, ChipLayer):
         out.update(
-            sign_block_size=chip.SIGN_BLOCK_SIZE,
+            sign_block_size=SIGN_BLOCK_SIZE,
             v_threshold_v=layer.V_THRESHOLD_V,
             c_mem_f=layer.C_MEM_F,
             tau_profiles_s=list(layer.TAU_PROFILES_S),
             leak_lognormal_sigma=layer.LEAK_LOGNORMAL_SIGMA,
             reset=layer.RESET,
-            **CHIP_CONSTANTS[name],
+            **spec.artefact_constants,
         )
     return out
 
 
-def _transfer(syn: nn.Module) -> dict:
-    """The chip synapse of a synapse, or of an RC layer's recurrent weights."""
-    if isinstance(syn, _H1v1Transfer):
-        return {
-            "kind": "h1v1_tanh",
-            "bias_current": syn.I_B_NA,
-            "unit": "nA",
-            "linear_range_v": chip.H1V1_SYN_LINEAR_RANGE_V,
-            "lif_threshold": syn.lif_threshold,
-        }
-    if isinstance(syn, _H1v2Transfer):
-        return {
-            "kind": "linear",
-            "gain": chip.H1V2_SYN_GAIN_V,
-            "unit": "V",
-            "lif_threshold": syn.lif_threshold,
-        }
-    return {"kind": "identity"}
+def _transfer(spec: ChipSpec, module: nn.Module) -> dict:
+    """The chip's transfer for a synapse or an RC layer's recurrent weights; a chip synapse divides the
+    weight by the LIF threshold it was designed against."""
+    threshold = getattr(module, "lif_threshold", None)
+    return dict(spec.transfer) if threshold is None else {**spec.transfer, "lif_threshold": threshold}
 
 
 def _layer(s: Stage, requested_tau_s, arrays: dict) -> dict:
@@ -472,7 +443,7 @@ def _routed(r: Routed, kind: str, dep: Deployment, arrays: dict) -> dict:
         "scale": dep.grid.step,
         "offset": -dep.grid.limit,
         "bits": dep.grid.bits,
-        "transfer": _transfer(r.module),
+        "transfer": _transfer(dep.chip, r.module),
         "sign_blocks": None,
     }
     if kind == "recurrent":
@@ -488,7 +459,7 @@ def _routed(r: Routed, kind: str, dep: Deployment, arrays: dict) -> dict:
         signs = torch.where(padded.sum(-1) >= 0, 1, -1).to(torch.int8)
         arrays[f"{r.name}.block_signs"] = signs.numpy()
         out["sign_blocks"] = {
-            "size": chip.SIGN_BLOCK_SIZE,
+            "size": SIGN_BLOCK_SIZE,
             "signs": f"{r.name}.block_signs",
             "blocks": signs.numel(),
             "positive": int((signs > 0).sum()),
@@ -544,6 +515,7 @@ def build_artefact(
         "decision": DECISION_RULE,
         "population": int(getattr(model, "out_population", 1)),
         "features": {**features, "n_channels": dep.stages[0].n_outputs},
+        "placement": dep.placement.to_json(),
         "stages": stages,
         "constraints": {
             "checked": ["range", "grid", "sign_block"],
@@ -568,8 +540,10 @@ def to_nir(dep: Deployment, input_gain: float):
     the metadata and docs/deploy.md."""
     import nir
 
-    if dep.chip != "lif":
-        raise ExportError(f"NIR export covers LIF networks; {dep.chip} has no NIR neuron (docs/deploy.md)")
+    if not dep.chip.nir:
+        raise ExportError(
+            f"NIR export covers LIF networks; {dep.chip.label} has no NIR neuron (docs/deploy.md)"
+        )
     if any(s.layer.recurrent for s in dep.stages):
         raise ExportError("NIR export covers feed-forward chains; NIR has no one-step in-core recurrence")
     n_in = dep.stages[0].n_outputs
@@ -652,7 +626,7 @@ def export_model(
         provenance=provenance,
     )  # fmt: skip
     feed_forward = not any(s.layer.recurrent for s in dep.stages)
-    graph = to_nir(dep, meta["input_gain"]) if dep.chip == "lif" and feed_forward else None
+    graph = to_nir(dep, meta["input_gain"]) if dep.chip.nir and feed_forward else None
     return write_artefact(folder, meta, arrays, graph), dep
 
 

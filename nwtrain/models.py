@@ -1,10 +1,10 @@
-"""The keyword-spotting network of vendor tutorial 4, built for any of the three neuron models.
+"""The keyword-spotting network of vendor tutorial 4, built for any registered chip (``nwtrain.chips``).
 
     input [B, T, C] -> frontend -> frontend_layer -> syn_hidden -> hidden -> syn_out -> out -> spikes
 
 With ``recurrent=True`` every hidden layer is an in-core recurrent layer (the SDK's
 ``layer_topology="RC"``): its own spikes return one step later through ``recurrent_weights``, within the
-cores ``core_sizes`` places its neurons on.
+cores the chip's placement (``nwtrain.placement``) puts its neurons on.
 
 The LIF baseline may put a ``DelayLine`` (``frontend_delays_s``) between ``frontend_layer`` and
 ``syn_hidden``: the hidden synapse then sees every front-end spike train at several delays.
@@ -18,56 +18,24 @@ The topology, time constants, surrogate and the split of the mismatch (dense syn
 output leaks; none in the front end) are the tutorial's. Each layer runs the whole sequence in one call,
 which gives the tutorial's per-step loop bit for bit at a fraction of its Python overhead.
 
-H1v1 has a front-end class of its own (``H1v1Frontend``); H1v2 and LIF do not, so they get a per-channel
-gain made of their own synapse model (a diagonal ``H1v2Synapse`` / ``LIFSynapse``): the input still reaches
-each front-end neuron through one trainable weight, as on H1v1, and the parameter groups stay the same.
+The chip's spec supplies the parts (``ChipSpec.parts``), checks the options (``ChipSpec.check``) and the
+core budget (``nwtrain.placement``): the hidden layers and the output population must fit the chip's cores.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from . import chip as chip_constants
-from .layers import (
-    DelayLine,
-    H1v1Frontend,
-    H1v1Layer,
-    H1v1Synapse,
-    H1v2Layer,
-    H1v2Synapse,
-    LIFLayer,
-    LIFSynapse,
-    prepare_net,
-    recurrent_layers,
-)
-from .quant import RangeQuantizer
+from .chips import get_chip
+from .layers import DelayLine, prepare_net, recurrent_layers
+from .placement import place
 from .surrogate import Surrogate, fast_sigmoid
-from .topology import core_block_mask, core_ids_in_order
-
-CHIPS = ("lif", "h1v1", "h1v2")
-
-# LIF has no chip range; its threshold (1.0) is the natural unit: a single weight beyond it makes a spike
-# on its own, so the soft wall and the quantiser range of the baseline sit there.
-LIF_WEIGHT_LIMIT = 1.0
-
-WEIGHT_LIMITS = {
-    "lif": LIF_WEIGHT_LIMIT,
-    "h1v1": chip_constants.H1V1_WEIGHT_LIMIT_V,
-    "h1v2": chip_constants.H1V2_WEIGHT_LIMIT_V,
-}
-
-# Initial front-end gains. H1v1: the SDK's default. The others are set so one unit of filterbank envelope
-# moves the front-end membrane by about the same fraction of its threshold per step as on H1v1
-# (0.5 -> 11.7 nA -> 0.117 V of 0.204 V, i.e. 0.57 thresholds): LIF 0.57 of its threshold 1.0; H1v2 is
-# capped by its range (1.66 * 0.0873 V = 0.145 V of 0.3226 V, 0.45 thresholds), so it takes the range.
-DEFAULT_FRONTEND_GAINS = {
-    "lif": 0.57,
-    "h1v1": H1v1Frontend.DEFAULT_GAIN,
-    "h1v2": chip_constants.H1V2_WEIGHT_LIMIT_V,
-}
+from .topology import core_block_mask
 
 
 def layer_names(n_hidden: int) -> tuple[str, ...]:
@@ -96,13 +64,6 @@ def neuron_taus(tau: float | Sequence[float], n: int) -> float | list[float]:
     return [values[i % len(values)] for i in range(n)]
 
 
-def weight_limit(chip: str) -> float:
-    """The weight range ``[-limit, limit]`` of ``chip`` (the LIF baseline: its threshold)."""
-    if chip not in WEIGHT_LIMITS:
-        raise ValueError(f"chip must be one of {CHIPS}, got {chip!r}")
-    return WEIGHT_LIMITS[chip]
-
-
 class _Diagonal:
     """Per-channel gain: weight ``[1, C]`` applied element-wise, ``y_c = x_c * transfer(w_c)``."""
 
@@ -112,33 +73,29 @@ class _Diagonal:
         return x * self.transfer(self.effective_weight())[0]
 
 
-class LIFFrontend(_Diagonal, LIFSynapse):
-    def __init__(self, n_channels: int, gain: float, quantizer=None, device=None):
-        super().__init__(
-            1, n_channels, init=lambda w: nn.init.constant_(w, gain), quantizer=quantizer, device=device
-        )
+@functools.cache
+def diagonal(synapse: type) -> type:
+    """``synapse`` as a per-channel gain (``_Diagonal``): the front end of a chip without a front-end class
+    of its own, so the input still reaches each front-end neuron through one trainable weight."""
+    return type(f"Diagonal{synapse.__name__}", (_Diagonal, synapse), {})
 
 
-class H1v2Frontend(_Diagonal, H1v2Synapse):
-    def __init__(self, n_channels: int, gain: float, quantization_bit: int | None = None, device=None):
-        super().__init__(
-            1,
-            n_channels,
-            init=lambda w: nn.init.constant_(w, gain),
-            quantization_bit=quantization_bit,
-            device=device,
-        )
-
-
-def recurrence(n: int, core_sizes: Sequence[int] | None) -> dict:
-    """An RC layer's topology options: its neurons placed on ``core_sizes`` in order (None: one core)."""
-    mask = None if core_sizes is None else core_block_mask(core_ids_in_order(n, core_sizes))
-    return {"layer_topology": "RC", "recurrent_mask": mask}
+def recurrence(core_ids: torch.Tensor, quantization_bit: int | None, stddev: float) -> dict:
+    """An RC layer's options: its connections kept within the cores ``core_ids`` (per neuron) names, its
+    recurrent weights on the dense synapses' grid and with their mismatch (a chip without either ignores
+    them, as its dense synapses do)."""
+    mask = core_block_mask(core_ids) if len(set(core_ids.tolist())) > 1 else None
+    return {
+        "layer_topology": "RC",
+        "recurrent_mask": mask,
+        "quantization_bit": quantization_bit,
+        "stddev": stddev,
+    }
 
 
 class KWSNet(nn.Module):
-    """Tutorial 4's yes/no network (``H1v1YesNoNet`` / ``H1v1YesNoNetMismatch``) for ``chip`` in
-    ``lif``, ``h1v1``, ``h1v2``, with any number of hidden layers.
+    """Tutorial 4's yes/no network (``H1v1YesNoNet`` / ``H1v1YesNoNetMismatch``) for ``chip`` (a name in
+    ``nwtrain.chips.CHIPS``), with any number of hidden layers.
 
     ``hidden_size`` is one width or a list (one hidden layer each). ``taus`` are the membrane time
     constants in s of the front end, each hidden layer and the output, in that order; each is one value
@@ -163,10 +120,12 @@ class KWSNet(nn.Module):
     weak linear synapse needs a larger one to wake its hidden layer.
 
     ``recurrent`` makes every hidden layer recurrent (``layer_topology="RC"``), its recurrent weights on the
-    dense synapses' grid and with their mismatch (``quantization_bit``, ``stddev``). ``core_sizes`` (None:
-    one core holds the layer, all-to-all) are the neuron capacities of the cores each hidden layer is
-    placed on in order, core 0 filled first; a layer may span cores and its recurrence stays within each
-    core (``topology.core_block_mask``).
+    dense synapses' grid and with their mismatch (``quantization_bit``, ``stddev``), its connections only
+    between neurons the placement puts on one core (``topology.core_block_mask``; a layer may span cores).
+
+    ``placement`` is the network on the chip's cores (``nwtrain.placement.place``). A network that does not
+    fit raises ValueError naming the budget, unless ``fit_chip`` is False (a plain, not deployable model),
+    which warns instead.
 
     ``forward(x, generator)`` resets the membranes, draws this batch's chip instance from ``generator``
     (a ``torch.Generator``; None: torch's global one) and returns each class's output spikes per step
@@ -193,32 +152,22 @@ class KWSNet(nn.Module):
         clamp_grad: float = 0.0,
         frontend_delays_s: Sequence[float] = (),
         recurrent: bool = False,
-        core_sizes: Sequence[int] | None = None,
+        fit_chip: bool = True,
         device=None,
     ):
         super().__init__()
-        if chip not in CHIPS:
-            raise ValueError(f"chip must be one of {CHIPS}, got {chip!r}")
+        spec = get_chip(chip)
         sizes = hidden_sizes(hidden_size)
         if len(taus) != len(sizes) + 2:
             raise ValueError(
                 f"taus needs {len(sizes) + 2} entries (frontend, {len(sizes)} hidden, out), got {list(taus)}"
             )
-        if stddev and chip != "h1v1":
-            raise ValueError(f"stddev={stddev}: only H1v1 models synaptic mismatch, chip={chip!r} has none")
-        if ileak_mismatch and chip == "lif":
-            raise ValueError("ileak_mismatch=True: the LIF baseline has no leak mismatch model")
         if out_population < 1:
             raise ValueError(f"out_population must be >= 1, got {out_population}")
-        if clamp_grad and chip == "lif":
-            raise ValueError("clamp_grad: the LIF baseline has no membrane clamp")
-        if len(frontend_delays_s) and chip != "lif":
-            raise ValueError(
-                f"frontend_delays_s={list(frontend_delays_s)}: chip={chip!r} has no synaptic delays (a spike "
-                f"reaches its targets in the step it fires); delays are a LIF baseline option"
-            )
-        if core_sizes is not None and not recurrent:
-            raise ValueError("core_sizes places the neurons of recurrent hidden layers: set recurrent=True")
+        spec.check(
+            stddev=stddev, ileak_mismatch=ileak_mismatch, clamp_grad=clamp_grad,
+            frontend_delays_s=list(frontend_delays_s), recurrent=recurrent,
+        )  # fmt: skip
         self.chip = chip
         self.recurrent = bool(recurrent)
         self.n_channels, self.n_classes = int(n_channels), int(n_classes)
@@ -227,58 +176,28 @@ class KWSNet(nn.Module):
         self.dt = float(dt)
         self.input_gain = float(input_gain)
         self.layer_names = layer_names(len(sizes))
+        self.placement = place(
+            spec, dict(zip(self.layer_names[1:], [*sizes, n_classes * self.out_population]))
+        )
+        if not self.placement.fits:
+            if fit_chip:
+                raise ValueError(self.placement.message())
+            warnings.warn(f"{self.placement.message()}: it will not deploy", UserWarning, stacklevel=2)
         spike_grad = surrogate if surrogate is not None else fast_sigmoid(slope=25.0)
-        gain = DEFAULT_FRONTEND_GAINS[chip] if frontend_gain is None else float(frontend_gain)
+        gain = spec.frontend_gain if frontend_gain is None else float(frontend_gain)
         init = (
             None
             if dense_init_bound is None
             else lambda w: nn.init.uniform_(w, -dense_init_bound, dense_init_bound)
         )
+        parts = spec.parts()
+        self.frontend = parts.frontend(n_channels, gain, quantization_bit, device)
 
-        if chip == "h1v1":
-            self.frontend = H1v1Frontend(
-                n_channels,
-                init=lambda w: nn.init.constant_(w, gain),
-                quantization_bit=quantization_bit,
-                stddev=0.0,
-                device=device,
-            )
+        def dense(n_in, n_out):
+            return parts.dense(n_in, n_out, init, quantization_bit, stddev, device)
 
-            def dense(n_in, n_out):
-                return H1v1Synapse(
-                    n_in, n_out, init=init, quantization_bit=quantization_bit, stddev=stddev, device=device
-                )
-
-            def layer(n, tau, mismatch, rc=None):
-                rc = rc and {**rc, "quantization_bit": quantization_bit, "stddev": stddev}
-                return H1v1Layer(
-                    n, taus=tau, dt=dt, ileak_mismatch=mismatch, spike_grad=spike_grad, device=device,
-                    clamp_grad=clamp_grad, **(rc or {}),
-                )  # fmt: skip
-        elif chip == "h1v2":
-            self.frontend = H1v2Frontend(n_channels, gain, quantization_bit=quantization_bit, device=device)
-
-            def dense(n_in, n_out):
-                return H1v2Synapse(n_in, n_out, init=init, quantization_bit=quantization_bit, device=device)
-
-            def layer(n, tau, mismatch, rc=None):
-                rc = rc and {**rc, "quantization_bit": quantization_bit}
-                return H1v2Layer(
-                    n, taus=tau, dt=dt, ileak_mismatch=mismatch, spike_grad=spike_grad, device=device,
-                    clamp_grad=clamp_grad, **(rc or {}),
-                )  # fmt: skip
-        else:
-            quantizer = (
-                None if quantization_bit is None else RangeQuantizer(quantization_bit, LIF_WEIGHT_LIMIT)
-            )
-            self.frontend = LIFFrontend(n_channels, gain, quantizer=quantizer, device=device)
-
-            def dense(n_in, n_out):
-                return LIFSynapse(n_in, n_out, init=init, quantizer=quantizer, device=device)
-
-            def layer(n, tau, mismatch, rc=None):
-                rc = rc and {**rc, "quantizer": quantizer}
-                return LIFLayer(n, taus=tau, dt=dt, spike_grad=spike_grad, device=device, **(rc or {}))
+        def layer(n, tau, mismatch, rc=None):
+            return parts.neurons(n, tau, dt, mismatch, spike_grad, clamp_grad, device, rc)
 
         self.frontend_layer = layer(n_channels, neuron_taus(taus[0], n_channels), False)
         self.delays = DelayLine(n_channels, frontend_delays_s, dt) if len(frontend_delays_s) else None
@@ -289,7 +208,9 @@ class KWSNet(nn.Module):
             n_in, n_out = widths[i], widths[i + 1]
             hidden = i < len(sizes)
             self.add_module(f"syn_{name}", dense(n_in, n_out))
-            rc = recurrence(n_out, core_sizes) if recurrent and hidden else None
+            rc = None
+            if recurrent and hidden:
+                rc = recurrence(self.placement.core_ids(name), quantization_bit, stddev)
             self.add_module(name, layer(n_out, neuron_taus(taus[i + 1], n_out), ileak_mismatch, rc))
         self.traces: dict[str, torch.Tensor] = {}
 

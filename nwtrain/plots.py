@@ -17,7 +17,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .chip import SIGN_BLOCK_SIZE  # noqa: E402
+from .chips.common import SIGN_BLOCK_SIZE  # noqa: E402
 from .topology import violating_blocks  # noqa: E402
 
 

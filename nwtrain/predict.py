@@ -32,7 +32,7 @@ from rich.table import Table
 
 from . import chipsim
 from .checkpoint import atomic_write_text, load_checkpoint
-from .chip import constant_q_bank
+from .chips.common import constant_q_bank
 from .data import ChipFilterbank, ClipRef, load_clips
 from .errors import ConfigError, DataError
 from .metrics import spike_counts
@@ -107,7 +107,8 @@ def checkpoint_classifier(ckpt_path: str, device: torch.device):
         str(data.get("compression", "none")),
         float(data.get("compression_floor_db", -60.0)),
     )
-    model_cfg = OmegaConf.merge(config.model, {"stddev": 0.0, "ileak_mismatch": False})
+    # A trained model answers whether or not it fits its chip (build_model logs that it does not).
+    model_cfg = OmegaConf.merge(config.model, {"stddev": 0.0, "ileak_mismatch": False, "fit_chip": False})
     model = build_model(model_cfg, int(ckpt["n_channels"]), len(ckpt["classes"]), device)
     load_annealed_state(model, ckpt["model"])
     model.eval()

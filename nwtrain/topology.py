@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .chip import SIGN_BLOCK_SIZE
+from .chips.common import SIGN_BLOCK_SIZE
 
 
 def block_view(w: torch.Tensor, block: int = SIGN_BLOCK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,14 +51,3 @@ def core_block_mask(core_ids: torch.Tensor) -> torch.Tensor:
     if core_ids.dim() != 1:
         raise ValueError(f"core_ids must be one core per neuron, shape [N], got {list(core_ids.shape)}")
     return core_ids[:, None] == core_ids[None, :]
-
-
-def core_ids_in_order(n_neurons: int, core_sizes) -> torch.Tensor:
-    """The core of each of ``n_neurons`` neurons placed in order, filling core 0 (``core_sizes[0]``
-    neurons) first, then core 1, ...; a layer may span cores. ValueError when the cores cannot hold them."""
-    sizes = [int(c) for c in core_sizes]
-    if not sizes or any(c < 1 for c in sizes):
-        raise ValueError(f"core_sizes must be a non-empty list of positive core capacities, got {core_sizes}")
-    if sum(sizes) < n_neurons:
-        raise ValueError(f"core_sizes {sizes} hold {sum(sizes)} neurons, fewer than {n_neurons}")
-    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))[:n_neurons]

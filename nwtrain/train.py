@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from . import plots
 from .checkpoint import atomic_write_json, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from .chip import SIGN_BLOCK_SIZE
+from .chips import get_chip
+from .chips.common import SIGN_BLOCK_SIZE
 from .data import AudioFileError
 from .divergence import CLAMP_KEY, DivergenceMonitor, clamped_fraction
 from .errors import (
@@ -311,7 +312,7 @@ def epoch_record(state, val: dict, optimizer, model: KWSNet, hardness: float | N
         "loss/val_cross_entropy": val["loss"],
         **{f"firing_rate_val/{k}": v for k, v in val["firing_rate"].items()},
         **{f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups},
-        **({"hardware/sign_violations": sign_violations(model)} if model.chip != "lif" else {}),
+        **({"hardware/sign_violations": sign_violations(model)} if get_chip(model.chip).sign_blocks else {}),
         **({CLAMP_KEY: sums[CLAMP_KEY] / n} if CLAMP_KEY in sums else {}),
         **({"hardware/sign_hardness": hardness} if hardness is not None else {}),
         "time/epoch_s": sums["time_s"],
@@ -668,6 +669,7 @@ def train(cfg: DictConfig) -> dict:
         "experiment": cfg.experiment_name,
         "chip": cfg.model.chip,
         "variant": cfg.variant.name,
+        "placement": model.placement.to_json(),
         "best_val_acc": state.best_val_acc,
         "best_epoch": state.best_epoch,
         "last_val_acc": state.history[-1]["accuracy/val"],

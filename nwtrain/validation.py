@@ -6,6 +6,7 @@ ${variant.quantization_bit}``); errors name the field the value was set in, the 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -16,10 +17,13 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .chip import FILTERBANK_BANDS_PER_OCTAVE
+from .chips import CHIPS, ChipSpec, DesignRuleError
 from .errors import ConfigError, DataError, OutputDirError
 from .layers import delay_steps
-from .models import CHIPS, layer_names, weight_limit
+from .models import layer_names
+from .placement import place
+
+log = logging.getLogger(__name__)
 
 # conf/ next to the package (a checkout or an editable install), or NWTRAIN_CONFIG_DIR's copy. Its parent is
 # the project root: defaults such as paths.real_data_dir are relative to it, not to where a command starts.
@@ -31,6 +35,15 @@ REAL_DATA_ENV = "NWTRAIN_REAL_DATA"
 _PLAIN_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
 # Within 1 ppm of the chip's range counts as the range: YAML and CLI floats need not be bit-exact.
 _LIMIT_TOLERANCE = 1e-6
+# The config field each design rule's option is set in (``ChipSpec.check``).
+_RULE_FIELDS = {
+    "stddev": "model.stddev",
+    "ileak_mismatch": "model.ileak_mismatch",
+    "clamp_grad": "model.clamp_grad",
+    "frontend_delays_s": "model.frontend_delays_s",
+    "bands_per_octave": "data.bands_per_octave",
+    "sign_annealing": "variant.sign_annealing",
+}
 
 
 def origin(cfg: DictConfig, key: str) -> str:
@@ -85,19 +98,15 @@ def _numbers(cfg, key, **bounds) -> int:
     return len(value)
 
 
-def _check_delays(cfg: DictConfig, chip: str, dt: float) -> None:
-    """``model.frontend_delays_s``: absent or empty, or (LIF only) a list of multiples of ``dt`` >= 0."""
+def _check_delays(cfg: DictConfig, dt: float) -> None:
+    """``model.frontend_delays_s``: absent or empty, or a list of multiples of ``dt`` >= 0 (whether the chip
+    has delays is a design rule)."""
     key = "model.frontend_delays_s"
     delays = _get(cfg, key)
     if delays is None or (isinstance(delays, ListConfig) and len(delays) == 0):
         return
     if not isinstance(delays, ListConfig):
         raise ConfigError(origin(cfg, key), f"must be a list of delays in s, got {delays!r}")
-    if chip != "lif":
-        raise ConfigError(
-            origin(cfg, key),
-            f"{list(delays)}: {chip} has no synaptic delays; delays are a LIF baseline option",
-        )
     for i in range(len(delays)):
         try:
             delay_steps(_number(cfg, f"{key}.{i}", low=0), dt)
@@ -112,9 +121,11 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             origin(cfg, "model.chip"), f"unknown chip {chip!r}; choose one of {', '.join(CHIPS)}"
         )
+    spec = CHIPS[chip]
 
     dt = _number(cfg, "model.dt", low=0, low_open=True)
-    names = layer_names(_numbers(cfg, "model.hidden_size", low=1, integer=True))
+    n_hidden = _numbers(cfg, "model.hidden_size", low=1, integer=True)
+    names = layer_names(n_hidden)
     taus = _get(cfg, "model.taus")
     if taus is None or len(taus) != len(names):
         raise ConfigError(
@@ -124,34 +135,21 @@ def validate_config(cfg: DictConfig) -> None:
     for i in range(len(names)):
         _numbers(cfg, f"model.taus.{i}", low=0, low_open=True)
     _number(cfg, "model.out_population", low=1, integer=True, optional=True)
-    clamp_grad = _number(cfg, "model.clamp_grad", low=0, high=1, optional=True)
-    if clamp_grad and chip == "lif":
-        raise ConfigError(origin(cfg, "model.clamp_grad"), "the LIF baseline has no membrane clamp")
-    _check_delays(cfg, chip, dt)
-    bands = _number(cfg, "data.bands_per_octave", low=1, integer=True, optional=True)
-    if bands not in (None, FILTERBANK_BANDS_PER_OCTAVE) and chip != "lif":
-        raise ConfigError(
-            origin(cfg, "data.bands_per_octave"),
-            f"{bands}: {chip}'s front end is the chip's {FILTERBANK_BANDS_PER_OCTAVE} bands per octave; "
-            f"another filterbank density is a LIF baseline option",
-        )
+    _number(cfg, "model.clamp_grad", low=0, high=1, optional=True)
+    _check_delays(cfg, dt)
+    _number(cfg, "data.bands_per_octave", low=1, integer=True, optional=True)
     _number(cfg, "model.input_gain", low=0, low_open=True)
     _number(cfg, "model.dense_init_bound", low=0, low_open=True, optional=True)
     _number(cfg, "model.frontend_gain", optional=True)
     _number(cfg, "model.quantization_bit", low=1, high=16, integer=True, optional=True)
-    stddev = _number(cfg, "model.stddev", low=0)
-    if stddev > 0 and chip != "h1v1":
-        raise ConfigError(
-            origin(cfg, "model.stddev"), f"{stddev}: only H1v1 models synaptic mismatch, {chip} has none"
-        )
-    if _get(cfg, "model.ileak_mismatch") and chip == "lif":
-        raise ConfigError(origin(cfg, "model.ileak_mismatch"), "the LIF baseline has no leak mismatch model")
+    _number(cfg, "model.stddev", low=0)
+    _check_design_rules(cfg, spec)
+    _check_budget(cfg, spec, names)
 
     limit = _number(cfg, "loss.limit", low=0, low_open=True)
-    chip_limit = weight_limit(chip)
-    if limit > chip_limit * (1 + _LIMIT_TOLERANCE):
+    if limit > spec.weight_limit * (1 + _LIMIT_TOLERANCE):
         raise ConfigError(
-            origin(cfg, "loss.limit"), f"{limit} is beyond the {chip} weight range +-{chip_limit}"
+            origin(cfg, "loss.limit"), f"{limit} is beyond the {chip} weight range +-{spec.weight_limit}"
         )
     _number(cfg, "loss.lam_topology", low=0)
     _number(cfg, "loss.lam_fr", low=0)
@@ -162,12 +160,6 @@ def validate_config(cfg: DictConfig) -> None:
 
     _number(cfg, "optim.lr_frontend", low=0)
     _number(cfg, "optim.lr_core", low=0, low_open=True)
-    if _get(cfg, "variant.sign_annealing") is not None and chip == "lif":
-        raise ConfigError(
-            "variant.sign_annealing",
-            f"variant={_get(cfg, 'variant.name')} anneals sign blocks, which the LIF baseline does not "
-            f"have; use variant=plain",
-        )
 
     _number(cfg, "trainer.epochs", low=1, integer=True)
     _number(cfg, "trainer.seed", low=0, integer=True)
@@ -181,6 +173,42 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError("paths.output_dir", "is not set: outside a Hydra run, set it to the run folder")
 
     validate_data_config(cfg)
+
+
+def _check_design_rules(cfg: DictConfig, spec: ChipSpec) -> None:
+    """Every option the chip does not have (``ChipSpec.check``), blamed on the field it was set in."""
+    try:
+        spec.check(**{option: _get(cfg, key) for option, key in _RULE_FIELDS.items()})
+    except DesignRuleError as e:
+        key = origin(cfg, _RULE_FIELDS[e.option])
+        if e.option == "sign_annealing":
+            raise ConfigError(
+                key, f"variant={_get(cfg, 'variant.name')} anneals sign blocks: {e.reason}; use variant=plain"
+            ) from None
+        value = list(e.value) if isinstance(e.value, ListConfig) else e.value
+        raise ConfigError(key, f"{value}: {e.reason}") from None
+
+
+def _check_budget(cfg: DictConfig, spec: ChipSpec, names: tuple[str, ...]) -> None:
+    """The hidden layers and the output population on the chip's cores (``nwtrain.placement``): a deployable
+    variant (``variant.deployable``) must fit, a plain one is warned that it will not deploy. The output
+    counts when ``data.words`` names the classes; otherwise they are known once the data is read, and the
+    model's construction checks the whole network."""
+    sizes = _get(cfg, "model.hidden_size")
+    layers = dict(zip(names[1:-1], [sizes] if isinstance(sizes, int) else list(sizes)))
+    words = _get(cfg, "data.words")
+    if words:
+        layers[names[-1]] = len(words) * (_get(cfg, "model.out_population") or 1)
+    placement = place(spec, layers)
+    if placement.fits:
+        return
+    message = placement.message() + ("" if words else " before its output population")
+    if _get(cfg, "variant.deployable"):
+        raise ConfigError(
+            origin(cfg, "model.hidden_size"),
+            f"{message}; variant={_get(cfg, 'variant.name')} must deploy, so the network must fit",
+        )
+    log.warning("%s: variant=%s trains it, but it will not deploy", message, _get(cfg, "variant.name"))
 
 
 def validate_data_config(cfg: DictConfig) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nwtrain import chip
+from nwtrain.chips import h1v1, h1v2
 from nwtrain.layers import (
     H1v1Frontend,
     H1v1Layer,
@@ -144,7 +144,7 @@ def test_h1v2_subtraction_reset_and_clamp():
 
 
 def test_taus_snap_to_documented_profiles():
-    for cls, table in ((H1v1Layer, chip.H1V1_TAU_PROFILES_S), (H1v2Layer, chip.H1V2_TAU_PROFILES_S)):
+    for cls, table in ((H1v1Layer, h1v1.TAU_PROFILES_S), (H1v2Layer, h1v2.TAU_PROFILES_S)):
         taus = cls(4, taus=[3e-3, 20e-3, 64e-3, 1.0], dt=1e-3).taus
         assert all(any(math.isclose(t, p, rel_tol=1e-6) for p in table) for t in taus.tolist())
 

@@ -10,8 +10,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_cli_helpers import CONF_DIR, compose_config, read_jsonl, run_cli, tiny_cache, tiny_overrides
 
-from nwtrain import chip
+from nwtrain.chips import CHIPS, h1v1, h1v2
 from nwtrain.errors import ConfigError
+from nwtrain.models import layer_names
+from nwtrain.placement import place
 from nwtrain.train import build_data
 from nwtrain.validation import validate_config
 
@@ -83,9 +85,12 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     if speech_commands:
         assert list(cfg.data.words) == (["yes", "no"] if task == "yesno_sc" else SC_WORDS)
     deployable = variant in ("hw", "mismatch")
-    # The 5-bit grid needs the wide hidden layer on FSDD (docs/accuracy.md, "Width under the weight grid").
-    width = 1024 if deployable and not speech_commands else 256
-    assert (cfg.model.hidden_size, cfg.model.out_population) == (width, 10)
+    # A chip network fills the chip's neurons (docs/chip_model.md, "Core map and budget"); ten classes take
+    # five output neurons each there. The LIF baseline has no budget.
+    classes = 2 if task == "yesno_sc" else 10
+    population = 10 if chip_name == "lif" or classes == 2 else 5
+    width = 256 if chip_name == "lif" else CHIPS[chip_name].n_neurons - classes * population
+    assert (cfg.model.hidden_size, cfg.model.out_population) == (width, population)
     # Delays are the LIF baseline's (docs/accuracy.md, "Delays for the LIF baseline"); the chips have none.
     delays = (11 if task == "digits_fsdd" else 6) if chip_name == "lif" else 0
     assert len(cfg.model.frontend_delays_s) == delays
@@ -138,11 +143,62 @@ def test_plain_nwtrain_is_the_mismatch_aware_h1v1_experiment():
     assert compose_config([]) == compose_config(["experiment=yesno_h1v1_mismatch"])
 
 
-def test_chip_configs_mirror_the_chip_constants():
-    h1v1, h1v2 = (OmegaConf.load(CONF_DIR / "chip" / f"{c}.yaml") for c in ("h1v1", "h1v2"))
-    assert h1v1.weight_limit == chip.H1V1_WEIGHT_LIMIT_V
-    assert h1v1.syn_mismatch_stddev == chip.H1V1_SYN_OFFSET_STDDEV_V
-    assert h1v2.weight_limit == chip.H1V2_WEIGHT_LIMIT_V
+def test_chip_configs_mirror_the_chip_specs():
+    """Each conf/chip file is its ChipSpec's, and names it: adding a chip is a module and a conf file."""
+    assert sorted(p.stem for p in (CONF_DIR / "chip").glob("*.yaml")) == sorted(CHIPS)
+    for name, spec in CHIPS.items():
+        conf = OmegaConf.load(CONF_DIR / "chip" / f"{name}.yaml")
+        assert conf.name == name
+        assert (conf.weight_limit, conf.syn_mismatch_stddev) == (spec.weight_limit, spec.syn_offset_stddev)
+    assert (
+        CHIPS["h1v1"].weight_limit == h1v1.WEIGHT_LIMIT_V
+        and CHIPS["h1v2"].weight_limit == h1v2.WEIGHT_LIMIT_V
+    )
+
+
+CHIP_EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*h1v*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", CHIP_EXPERIMENTS)
+def test_every_chip_experiment_fits_its_chip(experiment):
+    """Composed with its data's classes, every shipped chip experiment places onto its chip's cores."""
+    cfg = compose_config([f"experiment={experiment}", "paths.output_dir=unused"])
+    classes = len(cfg.data.words) if cfg.data.words else 10  # FSDD: the ten digits' folders
+    sizes = [cfg.model.hidden_size] if isinstance(cfg.model.hidden_size, int) else list(cfg.model.hidden_size)
+    layers = dict(zip(layer_names(len(sizes))[1:], [*sizes, classes * cfg.model.out_population]))
+    placement = place(CHIPS[cfg.model.chip], layers)
+    assert placement.fits, placement.message()
+    assert cfg.model.fit_chip == (cfg.variant.name != "plain")
+
+
+def test_a_network_over_the_budget_is_refused_before_any_data_is_read(tmp_path):
+    cache, data = tmp_path / "cache", tmp_path / "data"
+    result = run_cli(
+        ["experiment=digits_fsdd_h1v1_hw", "model.hidden_size=1024", f"paths.cache_dir={cache}",
+         f"paths.real_data_dir={data}", f"hydra.run.dir={tmp_path / 'run'}", "logger.progress=false"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert (
+        "model.hidden_size: H1v1 has 256 neurons in 4 cores of 64; this model needs 1024 (hidden 1024) "
+        "before its output population; variant=hardware_aware must deploy" in result.stderr + result.stdout
+    )
+    assert not cache.exists() and not data.exists()
+
+
+def test_a_plain_network_over_the_budget_trains_with_a_warning(caplog):
+    cfg = compose_config(
+        ["experiment=yesno_sc_h1v2_plain", "model.hidden_size=256", "paths.output_dir=unused"]
+    )
+    validate_config(cfg)
+    assert (
+        "H1v2 has 200 neurons in 3 cores of 50, 50 and 100; this model needs 276 (hidden 256, out 20): "
+        "variant=plain trains it, but it will not deploy" in caplog.text
+    )
+    with pytest.raises(ConfigError, match=r"^model\.hidden_size: H1v2 has 200 neurons .* needs 276"):
+        validate_config(
+            compose_config(["experiment=yesno_sc_h1v2_hw", "model.hidden_size=256", "paths.output_dir=u"])
+        )
 
 
 @pytest.fixture
@@ -161,7 +217,7 @@ def data_overrides(cache, mini_speech_commands, speaker_tree):
 def test_every_group_option_instantiates(group, option, data_overrides):
     # The LIF baseline has no mismatch model, so it pairs with a mismatch-free variant.
     extra = ["variant=plain"] if option == "lif" else []
-    if option == "kws_speech_delays":  # the H1 chips have no synaptic delays
+    if option in ("kws_speech_delays", "kws_speech_wide"):  # no synaptic delays, nor 1024 neurons, on a chip
         extra = ["chip=lif", "variant=plain"]
     overrides = data_overrides["embedded"] if group != "data" else data_overrides[option]
     cfg = compose_config([*overrides, f"{group}={option}", *extra, "paths.output_dir=unused"])

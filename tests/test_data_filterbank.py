@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.signal import lfilter
 
-from nwtrain.chip import FILTERBANK_CENTRE_FREQS_HZ, FILTERBANK_Q, constant_q_bank
+from nwtrain.chips.common import FILTERBANK_CENTRE_FREQS_HZ, FILTERBANK_Q, constant_q_bank
 from nwtrain.data import ChipFilterbank
 
 

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from test_cli_helpers import checkpoint_config, compose_config, run_cli, tiny_cache, tiny_overrides
 
 from nwtrain import chipsim
+from nwtrain.chips import CHIPS
 from nwtrain.errors import ConfigError, ExportError
 from nwtrain.evaluate import load_model, load_run
 from nwtrain.export import (
@@ -252,7 +253,7 @@ def test_projection_gives_dissenters_the_smallest_level_of_their_blocks_sign(run
 def test_nir_export_of_a_lif_network_round_trips(runs, cache, tmp_path):
     nir = pytest.importorskip("nir")
     ckpt, _ = runs("lif")
-    with pytest.raises(ExportError, match="bits: the lif baseline has no weight memory"):
+    with pytest.raises(ExportError, match="bits: the LIF baseline has no weight memory"):
         export_checkpoint(export_cfg(ckpt, tmp_path / "nobits", cache, "project=true"))
     export_checkpoint(export_cfg(ckpt, tmp_path, cache, "project=true", "bits=8"))
     meta = json.loads((tmp_path / "export.json").read_text())
@@ -287,7 +288,7 @@ def test_h1_networks_get_no_nir_file(runs, cache, tmp_path):
     export_checkpoint(export_cfg(ckpt, tmp_path, cache, "verify_split=null"))
     assert not (tmp_path / "model.nir").exists()
     _, model = loaded_model(ckpt, cache, tmp_path)
-    with pytest.raises(ExportError, match="NIR export covers LIF networks; h1v1 has no NIR neuron"):
+    with pytest.raises(ExportError, match="NIR export covers LIF networks; H1v1 has no NIR neuron"):
         to_nir(deploy(model), 40.0)
 
 
@@ -298,7 +299,7 @@ def test_export_refuses_bad_options_and_mismatch_models(runs, cache, tmp_path):
     with pytest.raises(ConfigError, match="verify_split: 'dev' is not one of"):
         export_checkpoint(export_cfg(ckpt, tmp_path, cache, "verify_split=dev"))
     _, model = loaded_model(ckpt, cache, tmp_path)
-    assert chip_grid("h1v1", network_stages(model)).bits == 5
+    assert chip_grid(CHIPS["h1v1"], network_stages(model)).bits == 5
     run = load_run(export_cfg(ckpt, tmp_path, cache), device=torch.device("cpu"))
     noisy = load_model(run, stddev=0.02, ileak_mismatch=True)
     with pytest.raises(ExportError, match="simulate mismatch: export a nominal chip"):
@@ -391,3 +392,37 @@ def test_an_output_population_exports_and_decides_by_class_sums(tmp_path):
     assert counts.shape == (12, 3) and expected.sum() > 0
     np.testing.assert_array_equal(counts, expected.numpy())
     np.testing.assert_array_equal(labels, expected.argmax(1).numpy())
+
+
+def test_the_artefact_records_the_placement_and_the_simulator_checks_it(tmp_path):
+    from nwtrain.models import KWSNet
+
+    torch.manual_seed(3)
+    model = KWSNet(13, 2, chip="h1v2", hidden_size=[60, 40], taus=[10e-3, 45e-3, 45e-3, 135e-3],
+                   out_population=10, quantization_bit=5, dense_init_bound=1.0)  # fmt: skip
+    dep = deploy(model, project_weights=True)
+    meta, arrays = build_artefact(model, dep, classes=["a", "b"], features={})
+    assert meta["chip"]["core_sizes"] == [50, 50, 100]
+    assert meta["placement"] == model.placement.to_json()
+    assert [layer["cores"] for layer in meta["placement"]["layers"]] == [
+        [[0, 0, 50], [1, 50, 60]], [[1, 0, 40]], [[2, 0, 20]]
+    ]  # fmt: skip
+    write_artefact(tmp_path, meta, arrays)
+    chipsim.load_artefact(tmp_path)
+    # An artefact whose core map overfills a core is refused, not simulated.
+    meta["placement"]["layers"][1]["cores"] = [[0, 0, 40]]
+    write_artefact(tmp_path, meta, arrays)
+    with pytest.raises(
+        chipsim.ArtefactError, match=r"the cores hold more neurons than they have \(core 0: 90 > 50\)"
+    ):
+        chipsim.load_artefact(tmp_path)
+
+
+def test_a_network_over_its_chips_budget_does_not_export():
+    from nwtrain.models import KWSNet
+
+    with pytest.warns(UserWarning, match="it will not deploy"):
+        model = KWSNet(13, 10, chip="h1v1", hidden_size=256, out_population=10, fit_chip=False)
+    budget = r"H1v1 has 256 neurons in 4 cores of 64; this model needs 356 \(hidden 256, out 100\)"
+    with pytest.raises(ExportError, match=rf"^export refused: {budget}$"):
+        deploy(model, project_weights=True)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nwtrain import chip
+from nwtrain.chips import h1v1, h1v2
 from nwtrain.layers import H1v1Frontend, H1v1Synapse, H1v2Synapse, LIFSynapse, prepare_net
 from nwtrain.loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from nwtrain.metrics import accuracy
@@ -95,7 +95,7 @@ def test_tutorial2_section7_run_verbatim_ends_with_every_block_uniform():
     before, after = scope["W_unconstrained"], scope["W_final"]
     assert after.shape == (12, 25)  # 12 input rows x 5 blocks: 60 sign blocks
     assert len(violating_blocks(before)) > 50 and violating_blocks(after) == []
-    assert after.abs().max() <= chip.H1V2_WEIGHT_LIMIT_V and (after != 0).all()
+    assert after.abs().max() <= h1v2.WEIGHT_LIMIT_V and (after != 0).all()
     assert parametrize.is_parametrized(scope["net"].syn, "weight")
     assert scope["loss_hist"][-1] < scope["loss_hist"][0]
 
@@ -105,7 +105,7 @@ class TinyRecurrent(nn.Module):
     [N, N]``, the latter acting one step later."""
 
     SIGN_BLOCKS = True
-    WEIGHT_LIMIT_V = chip.H1V2_WEIGHT_LIMIT_V
+    WEIGHT_LIMIT_V = h1v2.WEIGHT_LIMIT_V
 
     def __init__(self, n_in: int, n: int):
         super().__init__()
@@ -144,7 +144,7 @@ def test_recurrent_weights_are_parametrised_and_end_sign_uniform_whatever_the_op
         net(x).sum().backward()
         wild.step()
         for w in (net[0].weight, net[0].recurrent_weights):
-            assert violating_blocks(w) == [] and w.abs().max() <= chip.H1V2_WEIGHT_LIMIT_V
+            assert violating_blocks(w) == [] and w.abs().max() <= h1v2.WEIGHT_LIMIT_V
 
 
 def test_sign_blocks_follow_their_equation():
@@ -182,7 +182,7 @@ def test_annealing_skips_the_front_end_and_bounds_the_range():
     assert all(parametrize.is_parametrized(s, "weight") for s in net.dense_synapses())
     with torch.no_grad():
         net.syn_hidden.parametrizations.weight.original.mul_(100.0)
-    assert net.syn_hidden.weight.abs().max() <= chip.H1V1_WEIGHT_LIMIT_V
+    assert net.syn_hidden.weight.abs().max() <= h1v1.WEIGHT_LIMIT_V
 
 
 def test_annealed_states_round_trip_and_plain_ones_still_load():

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from nwtrain import chip
+from nwtrain.chips import h1v1, h1v2
 from nwtrain.layers import H1v1Frontend, H1v1Layer, H1v1Synapse, H1v2Layer, prepare_net
 
 
@@ -41,8 +41,8 @@ def test_no_mismatch_when_disabled():
 
 def test_leak_mismatch_is_lognormal_with_documented_sigma():
     for cls, sigma in (
-        (H1v1Layer, chip.H1V1_LEAK_LOGNORMAL_SIGMA),
-        (H1v2Layer, chip.H1V2_LEAK_LOGNORMAL_SIGMA),
+        (H1v1Layer, h1v1.LEAK_LOGNORMAL_SIGMA),
+        (H1v2Layer, h1v2.LEAK_LOGNORMAL_SIGMA),
     ):
         layer = cls(20000, taus=20e-3, dt=1e-3, ileak_mismatch=True)
         nominal = layer.Vleak.clone()
@@ -50,7 +50,7 @@ def test_leak_mismatch_is_lognormal_with_documented_sigma():
         log_factor = (layer.Vleak / nominal).log()
         assert abs(log_factor.std().item() - sigma) < 0.01 * sigma + 0.002
         assert abs(log_factor.mean().item()) < 0.005
-    assert math.isclose(chip.H1V1_LEAK_LOGNORMAL_SIGMA, 0.1488, abs_tol=1e-3)
+    assert math.isclose(h1v1.LEAK_LOGNORMAL_SIGMA, 0.1488, abs_tol=1e-3)
 
 
 def test_mismatch_follows_global_seed_by_default():

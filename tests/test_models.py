@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from nwtrain import chip
+from nwtrain.chips import CHIPS, h1v1, h1v2
 from nwtrain.layers import (
     DelayLine,
     H1v1Frontend,
@@ -17,7 +17,8 @@ from nwtrain.layers import (
     prepare_net,
     synapses,
 )
-from nwtrain.models import CHIPS, KWSNet, weight_limit
+from nwtrain.models import KWSNet
+from nwtrain.placement import OFF_CHIP, place
 
 warnings.filterwarnings("ignore", "Frontend on chip uses 16 filters")
 
@@ -87,7 +88,7 @@ def test_param_groups_split_front_end_from_core_and_cover_every_parameter():
 @pytest.mark.parametrize("chip_name", CHIPS)
 def test_quantization_puts_every_synapse_on_the_chip_grid(chip_name):
     net = make(chip_name, quantization_bit=5)
-    limit = weight_limit(chip_name)
+    limit = CHIPS[chip_name].weight_limit
     step = 2 * limit / 31
     for syn in synapses(net):
         w = syn.effective_weight().detach()
@@ -113,19 +114,25 @@ def test_mismatch_only_where_the_tutorial_puts_it():
 
 
 def test_weight_limits_are_the_chip_ranges():
-    assert weight_limit("h1v1") == chip.H1V1_WEIGHT_LIMIT_V
-    assert weight_limit("h1v2") == chip.H1V2_WEIGHT_LIMIT_V
-    assert weight_limit("lif") == 1.0
+    assert CHIPS["h1v1"].weight_limit == h1v1.WEIGHT_LIMIT_V
+    assert CHIPS["h1v2"].weight_limit == h1v2.WEIGHT_LIMIT_V
+    assert CHIPS["lif"].weight_limit == 1.0
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(chip="h3"), "chip must be one of"),
-        (dict(chip="h1v2", stddev=0.02), "only H1v1 models synaptic mismatch"),
+        (dict(chip="h3"), "unknown chip 'h3'; choose one of lif, h1v1, h1v2"),
+        (
+            dict(chip="h1v2", stddev=0.02),
+            "stddev=0.02: H1v2 has no synaptic mismatch model; stddev is an option of H1v1",
+        ),
         (dict(chip="lif", ileak_mismatch=True), "no leak mismatch"),
         (dict(taus=(1e-2, 1e-2)), "taus needs 3"),
-        (dict(chip="h1v2", frontend_delays_s=[0.0, 8e-3]), "chip='h1v2' has no synaptic delays"),
+        (
+            dict(chip="h1v2", frontend_delays_s=[0.0, 8e-3]),
+            r"frontend_delays_s=\[0.0, 0.008\]: H1v2 has no synaptic delays",
+        ),
     ],
 )
 def test_invalid_arguments_are_named(kwargs, message):
@@ -219,3 +226,60 @@ def test_frontend_delays_give_the_hidden_synapse_one_weight_per_input_and_delay(
     grad = net.syn_hidden.weight.grad.view(3, 13, 10)
     assert all(bool(grad[k].abs().sum() > 0) for k in range(3))  # every delay learns
     assert sum(len(g["params"]) for g in net.param_groups(1e-3, 1e-3)) == len(list(net.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Chips as specs, and the core map
+# ---------------------------------------------------------------------------------------------------------
+def test_a_chip_is_one_module_that_registers_its_spec(monkeypatch):
+    """What docs/chip_model.md asks of a new chip: a module that registers a ChipSpec (here H1v2's parts on
+    two cores of 8), after which a KWSNet builds on it by name and is placed on its cores."""
+    from nwtrain.chips import ChipSpec, register
+    from nwtrain.chips import h1v2 as h1v2_module
+
+    monkeypatch.setattr("nwtrain.chips.CHIPS", dict(CHIPS))
+    toy = register(
+        ChipSpec(name="toy", label="Toy", parts=h1v2_module.SPEC.parts, weight_limit=1.0, weight_bits=4,
+                 frontend_gain=0.5, core_sizes=(8, 8), sign_blocks=True)
+    )  # fmt: skip
+    net = KWSNet(13, 2, chip="toy", hidden_size=10, out_population=3)
+    assert net(features()).shape == (3, 20, 2)
+    assert net.placement.core_ids("hidden").tolist() == [0] * 8 + [1] * 2
+    assert net.placement.core_ids("out").tolist() == [1] * 6
+    with pytest.raises(
+        ValueError, match=r"^Toy has 16 neurons in 2 cores of 8; this model needs 17 \(hidden 11, out 6\)$"
+    ):
+        KWSNet(13, 2, chip="toy", hidden_size=11, out_population=3)
+    with pytest.raises(ValueError, match="ileak_mismatch=True: Toy has no leak mismatch model"):
+        KWSNet(13, 2, chip="toy", ileak_mismatch=True)
+    assert toy.budget() == "Toy has 16 neurons in 2 cores of 8"
+
+
+def test_placement_fills_the_cores_greedily_and_a_layer_spans_them():
+    placement = place(CHIPS["h1v2"], {"hidden": 120, "hidden2": 30, "out": 50})
+    assert placement.fits and placement.needed == 200
+    ids = torch.cat([placement.core_ids(n) for n in ("hidden", "hidden2", "out")])
+    assert ids.dtype == torch.long and torch.bincount(ids).tolist() == [50, 50, 100]
+    assert placement.segments["hidden"] == [(0, 0, 50), (1, 50, 100), (2, 100, 120)]
+    assert placement.to_json()["layers"][2] == {"name": "out", "neurons": 50, "cores": [[2, 0, 50]]}
+    over = place(CHIPS["h1v1"], {"hidden": 1024, "out": 100})
+    assert not over.fits and over.core_ids("out").tolist() == [OFF_CHIP] * 100
+    assert (
+        over.message()
+        == "H1v1 has 256 neurons in 4 cores of 64; this model needs 1124 (hidden 1024, out 100)"
+    )
+    assert place(CHIPS["lif"], {"hidden": 5000, "out": 10}).fits  # no chip, no budget
+
+
+def test_a_network_over_the_budget_is_refused_unless_it_need_not_deploy():
+    with pytest.raises(ValueError, match=r"this model needs 276 \(hidden 256, out 20\)"):
+        KWSNet(13, 2, chip="h1v2", hidden_size=256, out_population=10)
+    with pytest.warns(UserWarning, match=r"H1v2 has 200 neurons .*: it will not deploy"):
+        net = KWSNet(13, 2, chip="h1v2", hidden_size=256, out_population=10, fit_chip=False)
+    assert not net.placement.fits
+
+
+def test_the_h1v1_spec_keeps_the_layers_front_end_gain():
+    from nwtrain.layers import H1v1Frontend
+
+    assert CHIPS["h1v1"].frontend_gain == H1v1Frontend.DEFAULT_GAIN

@@ -24,7 +24,8 @@ from torch import nn
 from torch.autograd import gradcheck
 from torch.nn.utils import parametrize
 
-from nwtrain import chip, chipsim, kernels
+from nwtrain import chipsim, kernels
+from nwtrain.chips import get_chip
 from nwtrain.dynamics import recurrent_current
 from nwtrain.export import export_checkpoint, export_model, network_stages, programmed_weights
 from nwtrain.kernels.autograd import LIFSequence, LinearLeakSequence
@@ -42,9 +43,10 @@ from nwtrain.layers import (
 from nwtrain.loss import topology_loss, weight_magnitude_loss
 from nwtrain.models import KWSNet
 from nwtrain.optim import SignAnnealing
+from nwtrain.placement import place
 from nwtrain.quant import RangeQuantizer, TernaryQuantizer
 from nwtrain.surrogate import triangle
-from nwtrain.topology import core_block_mask, core_ids_in_order, violating_blocks
+from nwtrain.topology import core_block_mask, violating_blocks
 from nwtrain.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,28 +120,25 @@ def test_core_block_mask_and_placement_in_order():
         [False, False, True, True, True],
         [False, False, True, True, True],
     ]
-    assert core_ids_in_order(7, [3, 3, 3]).tolist() == [0, 0, 0, 1, 1, 1, 2]
-    with pytest.raises(ValueError, match="fewer than 8"):
-        core_ids_in_order(8, [3, 4])
-    with pytest.raises(ValueError, match="positive"):
-        core_ids_in_order(3, [])
+    # H1v2's cores hold 50, 50 and 100: a hidden layer of 60 spans the first two, the output goes on
+    ids = place(get_chip("h1v2"), {"hidden": 60, "out": 2}).core_ids("hidden")
+    assert ids.tolist() == [0] * 50 + [1] * 10
 
 
 def test_kwsnet_places_its_recurrent_hidden_layer_on_cores():
-    net = KWSNet(16, 2, chip="h1v2", hidden_size=12, recurrent=True, core_sizes=[5, 10])
-    expected = core_block_mask(torch.tensor([0] * 5 + [1] * 7))  # the layer spans two cores
+    net = KWSNet(16, 2, chip="h1v2", hidden_size=60, recurrent=True)
+    expected = core_block_mask(torch.tensor([0] * 50 + [1] * 10))  # the layer spans two cores
     assert torch.equal(net.hidden.recurrent_mask, expected) and net.hidden.layer_topology == "RC"
     assert net.out.layer_topology == "FF" and net.frontend_layer.layer_topology == "FF"
     assert list(net.routed_modules()) == ["syn_hidden", "syn_out", "hidden"]
     assert KWSNet(16, 2, chip="lif", hidden_size=6, recurrent=True).hidden.recurrent_mask is None
-    with pytest.raises(ValueError, match="set recurrent=True"):
-        KWSNet(16, 2, hidden_size=12, core_sizes=[5, 10])
+    assert KWSNet(16, 2, chip="h1v1", hidden_size=12, recurrent=True).hidden.recurrent_mask is None  # 1 core
 
 
 def masked_h1v1_net():
     torch.manual_seed(0)
     net = KWSNet(
-        16, 2, chip="h1v1", hidden_size=12, recurrent=True, core_sizes=[5, 7], quantization_bit=5,
+        16, 2, chip="h1v1", hidden_size=70, recurrent=True, quantization_bit=5,
         stddev=0.02, dense_init_bound=0.9, dt=8e-3,
     )  # fmt: skip
     with torch.no_grad():  # connections over the whole range, so the hidden layer talks to itself
@@ -196,7 +195,7 @@ def build(kind, mask=True):
     """A synapse and an RC layer with mismatch and quantisation (H1v1: synaptic offsets and leaks; H1v2:
     leaks; LIF: a ternary quantiser, learnt taus and thresholds), masked to cores of 4 and 6."""
     torch.manual_seed(1)
-    core = core_block_mask(core_ids_in_order(10, [4, 6])) if mask else None
+    core = core_block_mask(torch.tensor([0] * 4 + [1] * 6)) if mask else None
     if kind == "lif":
         q = TernaryQuantizer(0.7)
         layer = LIFLayer(
@@ -387,7 +386,7 @@ def test_recurrent_mismatch_and_quantisation_are_the_feed_forward_ones():
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
     offsets = draws[0] - quantizer(layer.recurrent_weights).detach()
     assert 0.015 < offsets.std().item() < 0.025
-    assert rc_layer("h1v2", 10, quantization_bit=5).recurrent_quantizer.limit == chip.H1V2_WEIGHT_LIMIT_V
+    assert rc_layer("h1v2", 10, quantization_bit=5).recurrent_quantizer.limit == get_chip("h1v2").weight_limit
     net = KWSNet(16, 2, chip="h1v1", hidden_size=8, recurrent=True, quantization_bit=5, stddev=0.02)
     assert net.hidden.stddev == net.syn_hidden.stddev == 0.02
     assert net.hidden.recurrent_quantizer.bits == 5
@@ -434,7 +433,7 @@ def test_tutorial2_section7_for_recurrent_weights_ends_with_every_block_uniform(
     W_final = net.rc.recurrent_weights.detach()
     assert W_final.shape == (25, 25)  # 25 rows x 5 blocks: 125 sign blocks
     assert len(violating_blocks(W_unconstrained)) > 100 and violating_blocks(W_final) == []
-    assert W_final.abs().max() <= chip.H1V2_WEIGHT_LIMIT_V and (W_final != 0).all()
+    assert W_final.abs().max() <= get_chip("h1v2").weight_limit and (W_final != 0).all()
     assert parametrize.is_parametrized(net.rc, "recurrent_weights")
     assert net.rc.parametrizations.recurrent_weights.original.grad.abs().sum() > 0  # the spikes fed back
     assert loss_hist[-1] < loss_hist[0]
@@ -450,18 +449,19 @@ def cache(tmp_path_factory):
 
 def test_kws_speech_rc_config_builds_a_recurrent_network_on_cores(cache):
     cfg = compose_config(
-        [*tiny_overrides(cache), "model=kws_speech_rc", "model.hidden_size=256", "paths.output_dir=unused"]
+        [*tiny_overrides(cache), "model=kws_speech_rc", "model.hidden_size=192", "paths.output_dir=unused"]
     )
     model = instantiate(cfg.model, n_channels=13, n_classes=2, device="cpu")
-    assert model.hidden.layer_topology == "RC" and model.hidden.n_neurons == 256
-    assert model.hidden.recurrent_mask.sum().item() == 4 * 64 * 64
+    assert model.hidden.layer_topology == "RC" and model.hidden.n_neurons == 192
+    # three cores of H1v1 hold the hidden layer, the fourth the output population
+    assert model.hidden.recurrent_mask.sum().item() == 3 * 64 * 64
     assert model.hidden.recurrent_quantizer.bits == cfg.model.quantization_bit
 
 
 def test_a_recurrent_hardware_aware_h1v1_run_exports_clean_and_chipsim_agrees(cache, tmp_path):
     overrides = [
-        "experiment=yesno_h1v1_hw", "model.dense_init_bound=0.9", "model.hidden_size=16", "trainer.epochs=10",
-        "optim.lr_core=1e-2", "model.recurrent=true", "model.core_sizes=[8,8]", "logger=jsonl",
+        "experiment=yesno_h1v1_hw", "model.dense_init_bound=0.9", "model.hidden_size=70", "trainer.epochs=10",
+        "optim.lr_core=1e-2", "model.recurrent=true", "logger=jsonl",
     ]  # fmt: skip
     run = tmp_path / "run"
     train(compose_config(tiny_overrides(cache, f"paths.output_dir={run}", *overrides)))
@@ -472,6 +472,6 @@ def test_a_recurrent_hardware_aware_h1v1_run_exports_clean_and_chipsim_agrees(ca
     meta = json.loads((out / chipsim.EXPORT_JSON).read_text())
     rec = meta["stages"][1]["layer"]["recurrent"]
     assert meta["constraints"]["violations_found"] == 0 and not meta["constraints"]["projected"]
-    assert rec["sign_blocks"]["mixed"] == 0 and rec["connections"] == 2 * 64
+    assert rec["sign_blocks"]["mixed"] == 0 and rec["connections"] == 64 * 64 + 6 * 6  # cores of 64 and 6
     assert result["class_agreement"] == 1.0 and result["identical_spike_trains"]
     assert result["spike_counts"]["hidden"]["model"] > 0

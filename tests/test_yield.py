@@ -162,7 +162,7 @@ def test_eval_projects_like_the_exporter_and_targets_the_ideal_chip(experiment, 
         (
             "yesno_h1v2_hw",
             "mismatch.stddev=0.02",
-            "mismatch.stddev: 0.02: only H1v1 models synaptic mismatch",
+            "mismatch.stddev: 0.02: H1v2 has no synaptic mismatch model",
         ),
         ("yesno_h1v1_hw", "mismatch.target_acc=1.5", r"mismatch.target_acc: must be a number in \[0, 1\]"),
         (

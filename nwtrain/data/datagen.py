@@ -16,7 +16,7 @@ import torch
 from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
-from nwtrain.chip import FILTERBANK_BANDS_PER_OCTAVE, constant_q_bank
+from nwtrain.chips.common import FILTERBANK_BANDS_PER_OCTAVE, constant_q_bank
 from nwtrain.data.audio import RESAMPLER, AudioFileError, ClipRef, load_clips
 from nwtrain.data.cache import content_key, default_cache_dir, file_digests, load_cached, save_atomic
 from nwtrain.data.filterbank import ChipFilterbank
@@ -102,7 +102,7 @@ class NWaveDataGen:
             splits as read.
         on_bad_file: "error" raises :class:`AudioFileError` naming a corrupt, empty or unreadable file;
             "skip" leaves it out, lists it in ``skipped_files`` and logs a warning.
-        bands_per_octave: filterbank channel density (:func:`nwtrain.chip.constant_q_bank`): 2 is the
+        bands_per_octave: filterbank channel density (:func:`nwtrain.chips.common.constant_q_bank`): 2 is the
             chip's own half-octave bank; more is a research front end (the LIF baseline's).
         compression, compression_floor_db: the front end's envelope compression, see
             :class:`ChipFilterbank` ("none": the linear envelope of the vendor SDK; "log": logarithmic,

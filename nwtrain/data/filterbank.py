@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from numba import float32, njit, prange, void
 
-from nwtrain.chip import FILTERBANK_CENTRE_FREQS_HZ, FILTERBANK_Q
+from nwtrain.chips.common import FILTERBANK_CENTRE_FREQS_HZ, FILTERBANK_Q
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,55 @@
+"""The software leaky integrate-and-fire baseline: no chip, so no cores, no budget and no weight memory;
+exponential leak, threshold 1, subtraction reset. Its front end is a per-channel gain made of its synapse
+(``nwtrain.models.diagonal``)."""
+
+from . import ChipParts, ChipSpec, register
+
+# LIF has no chip range; its threshold (1.0) is the natural unit: a single weight beyond it makes a spike
+# on its own, so the soft wall and the quantiser range of the baseline sit there.
+WEIGHT_LIMIT = 1.0
+# design: one unit of filterbank envelope moves a front-end membrane by 0.57 of its threshold per step, as
+# on H1v1 (0.5 -> 11.7 nA -> 0.117 V of 0.204 V).
+FRONTEND_GAIN = 0.57
+
+
+def _parts() -> ChipParts:
+    from torch import nn
+
+    from ..layers import LIFLayer, LIFSynapse
+    from ..models import diagonal
+    from ..quant import RangeQuantizer
+
+    def quantizer(bits):
+        return None if bits is None else RangeQuantizer(bits, WEIGHT_LIMIT)
+
+    def frontend(n_channels, gain, quantization_bit, device):
+        return diagonal(LIFSynapse)(
+            1, n_channels, init=lambda w: nn.init.constant_(w, gain), quantizer=quantizer(quantization_bit),
+            device=device,
+        )  # fmt: skip
+
+    def dense(n_in, n_out, init, quantization_bit, stddev, device):
+        return LIFSynapse(n_in, n_out, init=init, quantizer=quantizer(quantization_bit), device=device)
+
+    def neurons(n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device, recurrence=None):
+        rc = dict(recurrence or {})
+        if rc:  # the LIF layer takes its recurrent grid as a quantiser, and has no mismatch
+            rc = {**rc, "quantizer": quantizer(rc.pop("quantization_bit")), "stddev": 0.0}
+        return LIFLayer(n, taus=taus, dt=dt, spike_grad=spike_grad, device=device, **rc)
+
+    return ChipParts(LIFLayer, (LIFSynapse,), frontend, dense, neurons)
+
+
+SPEC = register(
+    ChipSpec(
+        name="lif",
+        label="the LIF baseline",
+        parts=_parts,
+        weight_limit=WEIGHT_LIMIT,
+        weight_bits=None,
+        frontend_gain=FRONTEND_GAIN,
+        delays=True,
+        recurrence=True,
+        nir=True,
+    )
+)
