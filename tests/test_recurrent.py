@@ -176,7 +176,7 @@ def test_masked_connections_are_absent_from_the_artefact_and_chipsim(tmp_path):
     meta, dep = export_model(net, tmp_path, classes=["a", "b"], features={})
     rec = meta["stages"][1]["layer"]["recurrent"]
     assert meta["version"] == chipsim.VERSION == 2 and dep.violations == []
-    assert rec["kind"] == "recurrent" and rec["delay_steps"] == 1 and rec["connections"] == 25 + 49
+    assert rec["kind"] == "recurrent" and rec["delay_steps"] == 1 and rec["connections"] == 64 * 64 + 6 * 6
     assert rec["sign_blocks"]["mixed"] == 0
     art = chipsim.load_artefact(tmp_path)
     mask = art.array(rec["mask"])

@@ -32,9 +32,10 @@ def _parts() -> ChipParts:
         return LIFSynapse(n_in, n_out, init=init, quantizer=quantizer(quantization_bit), device=device)
 
     def neurons(n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device, recurrence=None):
-        rc = dict(recurrence or {})
-        if rc:  # the LIF layer takes its recurrent grid as a quantiser, and has no mismatch
-            rc = {**rc, "quantizer": quantizer(rc.pop("quantization_bit")), "stddev": 0.0}
+        # The LIF layer takes its recurrent grid as a quantiser, and has no mismatch.
+        rc = {k: v for k, v in (recurrence or {}).items() if k not in ("quantization_bit", "stddev")}
+        if recurrence:
+            rc["quantizer"] = quantizer(recurrence["quantization_bit"])
         return LIFLayer(n, taus=taus, dt=dt, spike_grad=spike_grad, device=device, **rc)
 
     return ChipParts(LIFLayer, (LIFSynapse,), frontend, dense, neurons)
