@@ -4,6 +4,8 @@
 as the model was trained (its sample rate, resampled if need be; its clip duration, cut or zero-padded),
 turned into filterbank features and classified by its output spike counts. ``artefact=<export folder>``
 runs the artefact through ``nwtrain.chipsim`` instead of the trained model: what the chip would answer.
+``chip_instance=i`` runs the checkpoint's model on Monte-Carlo chip ``i``, the one ``nwtrain-eval
+mismatch.instances`` scores as instance ``i``.
 The artefact's files must match the sha256 that ``export.json`` records.
 
 Per recording: the class, the spike count of each class and a confidence, the softmax of the counts (the
@@ -32,9 +34,11 @@ from rich.table import Table
 
 from . import chipsim
 from .checkpoint import atomic_write_text, load_checkpoint
+from .chips import get_chip
 from .chips.common import constant_q_bank
 from .data import ChipFilterbank, ClipRef, load_clips
 from .errors import ConfigError, DataError
+from .evaluate import ChipInstance, instance_seed
 from .metrics import spike_counts
 from .optim import load_annealed_state
 from .streaming import Detection, StreamSettings, detect_keywords
@@ -93,8 +97,8 @@ def audio_files(audio) -> list[Path]:
     return files
 
 
-def checkpoint_classifier(ckpt_path: str, device: torch.device):
-    """``(classes, features, counts_fn)`` of a checkpoint's nominal model (no mismatch draw)."""
+def checkpoint_classifier(ckpt_path: str, device: torch.device, chip_instance: int | None = None):
+    """``(classes, features, counts_fn)`` of a checkpoint's model (``checkpoint_model``)."""
     ckpt = load_checkpoint(ckpt_path)
     config = OmegaConf.create(ckpt["config"])
     data = config.data
@@ -107,17 +111,36 @@ def checkpoint_classifier(ckpt_path: str, device: torch.device):
         str(data.get("compression", "none")),
         float(data.get("compression_floor_db", -60.0)),
     )
-    # A trained model answers whether or not it fits its chip (build_model logs that it does not).
-    model_cfg = OmegaConf.merge(config.model, {"stddev": 0.0, "ileak_mismatch": False, "fit_chip": False})
-    model = build_model(model_cfg, int(ckpt["n_channels"]), len(ckpt["classes"]), device)
-    load_annealed_state(model, ckpt["model"])
-    model.eval()
+    chip = checkpoint_model(ckpt, device, chip_instance)
 
     @torch.no_grad()
     def counts(features: torch.Tensor) -> np.ndarray:
-        return spike_counts(model(features.to(device), torch.Generator().manual_seed(0))).cpu().numpy()
+        return spike_counts(chip(features.to(device))).cpu().numpy()
 
     return list(ckpt["classes"]), Features(filterbank, float(data.recording_duration_s)), counts
+
+
+def checkpoint_model(ckpt: dict, device: torch.device, chip_instance: int | None = None) -> ChipInstance:
+    """A loaded checkpoint's model on one chip: the nominal one (no mismatch), or with ``chip_instance=i``
+    Monte-Carlo chip ``i`` of ``nwtrain-eval mismatch.instances`` (the same draw: the chip's empirical
+    synaptic offset and leak mismatch, seeded from the run's seed)."""
+    config = OmegaConf.create(ckpt["config"])
+    chip = get_chip(config.model.chip)
+    seed = 0
+    mismatch = {"stddev": 0.0, "ileak_mismatch": False}
+    if chip_instance is not None:
+        if isinstance(chip_instance, bool) or not isinstance(chip_instance, int) or chip_instance < 0:
+            raise ConfigError("chip_instance", f"must be an integer >= 0 or null, got {chip_instance!r}")
+        if not chip.mismatch:
+            raise ConfigError("chip_instance", f"{chip.label} has no mismatch model: every chip is the same")
+        seed = instance_seed(int(config.trainer.seed), chip_instance)
+        mismatch = {"stddev": chip.syn_offset_stddev, "ileak_mismatch": chip.leak_mismatch}
+    # A trained model answers whether or not it fits its chip (build_model logs that it does not).
+    model_cfg = OmegaConf.merge(config.model, {**mismatch, "fit_chip": False})
+    model = build_model(model_cfg, int(ckpt["n_channels"]), len(ckpt["classes"]), device)
+    load_annealed_state(model, ckpt["model"])
+    model.eval()
+    return ChipInstance(model, seed)
 
 
 def artefact_classifier(folder: str):
@@ -196,9 +219,12 @@ def predict(cfg: DictConfig) -> dict:
     files = audio_files(cfg.audio)
     out_dir = check_output_dir(cfg.paths.output_dir)
     if cfg.artefact is not None:
+        if cfg.chip_instance is not None:
+            raise ConfigError("chip_instance", "draws a chip for a checkpoint; an artefact is one chip")
         classes, features, counts_fn = artefact_classifier(cfg.artefact)
     else:
-        classes, features, counts_fn = checkpoint_classifier(cfg.ckpt_path, resolve_device(cfg))
+        device = resolve_device(cfg)
+        classes, features, counts_fn = checkpoint_classifier(cfg.ckpt_path, device, cfg.chip_instance)
     if cfg.stream:
         try:
             settings = StreamSettings(**OmegaConf.to_container(cfg.streaming))

@@ -1,4 +1,4 @@
-"""Streaming nwtrain-predict: keyword onsets in a long recording (nwtrain.streaming)."""
+"""nwtrain-predict: keyword onsets in a long recording (nwtrain.streaming), and Monte-Carlo chips."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ import pytest
 import soundfile as sf
 import torch
 from scipy.signal import resample_poly
-from test_cli_helpers import run_cli, tiny_cache, tiny_overrides
+from test_cli_helpers import compose_config, run_cli, tiny_cache, tiny_overrides
 
+from nwtrain.checkpoint import load_checkpoint
 from nwtrain.data.corpus import speaker_splits
 from nwtrain.data.espeak import ESPEAK_SAMPLE_RATE, synthesize
+from nwtrain.errors import ConfigError
+from nwtrain.evaluate import ChipInstance, instance_seed, load_model, load_run
+from nwtrain.predict import checkpoint_model
 from nwtrain.streaming import StreamSettings, activity_segments, detect_keywords, window_starts
+from nwtrain.train import train
 
 RATE = 16000
 
@@ -131,3 +136,29 @@ def test_streaming_predict_finds_the_keywords_at_their_onsets(tmp_path_factory, 
     found = [word for word, onset in truth if np.abs(onsets - onset).min() <= 0.1]
     assert len(found) >= 0.9 * len(truth), (truth, onsets)
     assert len(rows) <= len(truth) + 1  # no stream of false alarms from the background
+
+
+def test_chip_instance_is_the_chip_nwtrain_eval_draws(tmp_path_factory, tmp_path):
+    cache = tiny_cache(tmp_path_factory)
+    run = tmp_path / "run"
+    train(compose_config(tiny_overrides(cache, "experiment=yesno_h1v1_mismatch", f"paths.output_dir={run}")))
+    ckpt = run / "checkpoints" / "best.ckpt"
+    x = torch.rand(2, 10, 13)
+    chip3 = checkpoint_model(load_checkpoint(ckpt), torch.device("cpu"), chip_instance=3)
+    nominal = checkpoint_model(load_checkpoint(ckpt), torch.device("cpu"))
+    # nwtrain-eval's instance 3: its population model (the chip's offsets and leaks) on instance 3's seed
+    eval_cfg = compose_config([f"ckpt_path={ckpt}", f"paths.output_dir={tmp_path / 'e'}",
+                               f"paths.cache_dir={cache}"], config_name="eval")  # fmt: skip
+    population = load_model(load_run(eval_cfg), stddev=0.02, ileak_mismatch=True)
+    expected = ChipInstance(population, instance_seed(42, 3))
+    for model in (chip3, expected, nominal):
+        model(x)
+    offset = chip3.model.syn_hidden._offset
+    assert torch.equal(offset, expected.model.syn_hidden._offset) and offset.abs().max() > 0
+    assert torch.equal(chip3.model.hidden.Vleak, expected.model.hidden.Vleak)
+    assert not torch.equal(chip3.model.hidden.Vleak, nominal.model.hidden.Vleak)
+    assert nominal.model.syn_hidden._offset is None
+    lif = tmp_path / "lif"
+    train(compose_config(tiny_overrides(cache, "experiment=yesno_lif", f"paths.output_dir={lif}")))
+    with pytest.raises(ConfigError, match="chip_instance: the LIF baseline has no mismatch model"):
+        checkpoint_model(load_checkpoint(lif / "checkpoints" / "best.ckpt"), torch.device("cpu"), 0)
