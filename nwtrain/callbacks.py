@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # cross-validation's folds are repeats of one setting on other held-out speakers).
 REPLICATE_KEYS = ("seed", "trainer.seed", "data.cv_fold")
 SUMMARY_FILE = "sweep_summary.json"
+# The data options that hold no data of their own: a user's class-folder tree or Speech Commands copy.
+OWN_DATA = ("folder", "speech_commands")
 
 
 class CheckOutputDir(Callback):
@@ -39,6 +41,9 @@ class CheckOutputDir(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(config.hydra.run.dir)
         timestamped = "${now:" in str(config.hydra.run._get_node("dir")._value())
+        own = own_data_name(config)
+        if timestamped and own and folder.parent.name == config.get("experiment_name"):
+            folder = folder.parent.with_name(own) / folder.name
         try:
             check_output_dir(folder.parent if timestamped else folder)
             claimed = claim_new_run_folder(folder) if timestamped else lock_run_folder(folder)
@@ -47,6 +52,7 @@ class CheckOutputDir(Callback):
         if claimed != folder.resolve():
             log.warning("run folder %s belongs to another run started in the same second: using %s", folder,
                         claimed)  # fmt: skip
+        if claimed != Path(config.hydra.run.dir).resolve():
             with read_write(config.hydra.run):
                 config.hydra.run.dir = str(claimed)
 
@@ -55,6 +61,18 @@ class CheckOutputDir(Callback):
             check_output_dir(config.hydra.sweep.dir)
         except OutputDirError as e:
             raise SystemExit(f"nwtrain: {e}") from None
+
+
+def own_data_name(config: DictConfig) -> str | None:
+    """``<data folder>_<chip>_<variant>`` for a run on one's own data (``data=folder``,
+    ``data=speech_commands``), which the run folder is named after: the experiment names only the network
+    it trains. None for the experiments' own data."""
+    choice = config.hydra.runtime.choices.get("data")
+    if choice not in OWN_DATA or "chip" not in config or "variant" not in config:
+        return None
+    parent = config.data.get("data_parent")
+    data = Path(str(parent)).name if isinstance(parent, str) and parent else choice
+    return f"{data}_{config.chip.name}_{config.variant.name}"
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:

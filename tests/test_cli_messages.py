@@ -89,3 +89,12 @@ def test_piped_output_prints_whole_lines(tmp_path_factory, tmp_path):
     assert run_folder and str(tmp_path / "run") in run_folder[0]
     # Everything else is the closing table: no line continues another.
     assert all(line.startswith(("[", " ", "┌", "│", "└", "├")) or not line for line in lines), lines
+
+
+def test_a_run_on_ones_own_data_is_named_after_it(speaker_tree, tmp_path):
+    args = ["data=folder", f"data.data_parent={speaker_tree}", "data.progress=false", "model.hidden_size=8",
+            "trainer.epochs=1", "logger=jsonl", f"paths.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    proc = run_cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [run] = (tmp_path / "outputs").iterdir()
+    assert run.name == "tones_h1v1_mismatch_aware" and (next(run.iterdir()) / "summary.json").is_file()
