@@ -55,7 +55,7 @@ from .provenance import provenance
 from .rundir import lock_run_folder, remove_stale_temps
 from .topology import violating_blocks
 from .tracking import RunTracker, print_summary
-from .validation import check_output_dir, check_words, resolve_device, validate_config
+from .validation import check_output_dir, check_real_data_dir, check_words, resolve_device, validate_config
 
 log = logging.getLogger(__name__)
 # The config groups whose settings TensorBoard's HParams dashboard compares runs by.
@@ -82,6 +82,7 @@ class Data:
 def build_data(data_cfg: DictConfig) -> Data:
     """Instantiate the ``data`` group. A ``data_parent`` that is itself a ``_target_`` (the embedded
     corpus) is built first, so its folder can be checked for ``data.words``."""
+    check_real_data_dir(data_cfg)
     parent = data_cfg.data_parent
     if isinstance(parent, DictConfig):
         parent = instantiate(parent)

@@ -217,7 +217,6 @@ def validate_data_config(cfg: DictConfig) -> None:
             "data.data_parent",
             "is not set: give the folder of <class>/*.wav, e.g. data=folder data.data_parent=/path/to/tree",
         )
-    _check_real_data_dir(cfg)
     words = _get(cfg, "data.words")
     not_words = [w for w in words or () if not isinstance(w, str)]
     if not_words:
@@ -239,9 +238,13 @@ def validate_data_config(cfg: DictConfig) -> None:
         )
 
 
-def _check_real_data_dir(cfg: DictConfig) -> None:
-    """A data set under ``paths.real_data_dir`` needs that folder; the error says where its value is from."""
-    raw = cfg.data._get_node("data_parent")._value()
+def check_real_data_dir(data_cfg: DictConfig) -> None:
+    """A data set under ``paths.real_data_dir`` needs that folder, when the data is read; the error says
+    where its value is from. ``data_cfg``: the ``data`` node of a full config (its root holds ``paths``)."""
+    cfg = data_cfg._get_root()
+    if "paths" not in cfg or "data_parent" not in data_cfg:
+        return
+    raw = data_cfg._get_node("data_parent")._value()
     if not isinstance(raw, str) or "paths.real_data_dir" not in raw:
         return
     root = Path(cfg.paths.real_data_dir)
@@ -251,7 +254,7 @@ def _check_real_data_dir(cfg: DictConfig) -> None:
     source = f"{REAL_DATA_ENV}={env}" if env else f"the default {PROJECT_ROOT / '..' / 'shared' / 'data'}"
     raise DataError(
         f"paths.real_data_dir: {root.resolve()} is not a folder (a command-line value, else {source}); "
-        f"data.data_parent {cfg.data.data_parent} lies in it. Set paths.real_data_dir=<folder> or "
+        f"data.data_parent {data_cfg.data_parent} lies in it. Set paths.real_data_dir=<folder> or "
         f"{REAL_DATA_ENV} to the folder that holds speech_commands/ and fsdd/"
     )
 
