@@ -12,7 +12,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-CLIPS_PER_WORD = 30  # 48 train, 6 val, 6 test clips of yes/no: the smallest corpus with every split
+CLIPS_PER_WORD = 30  # 36 train, 12 val, 12 test clips of yes/no: a corpus with every split in seconds
 
 
 def tiny_cache(tmp_path_factory) -> Path:

@@ -17,7 +17,17 @@ from nwtrain.data import (
     read_speech_commands,
 )
 from nwtrain.data import corpus as corpus_module
-from nwtrain.data.corpus import FOREIGN_ACCENTS, NOISE_NAMES, pronunciations, speaker_id, speaker_splits
+from nwtrain.data.corpus import (
+    FOREIGN_ACCENTS,
+    NOISE_NAMES,
+    SPEAKER_VARIANTS,
+    VOICE_FAMILIES,
+    _matched_pairs,
+    pronunciations,
+    speaker_id,
+    speaker_splits,
+    voice_traits,
+)
 from nwtrain.data.espeak import synthesize
 
 
@@ -56,7 +66,39 @@ def test_split_lists_are_voice_disjoint(tiny_corpus):
     assert ids["train"].isdisjoint(ids["val"] | ids["test"]) and ids["val"].isdisjoint(ids["test"])
     expected = {speaker_id(v): s for v, s in speaker_splits(0).items()}
     assert all(expected[i] == s for s, group in ids.items() for i in group)
-    assert 0.05 < len(splits.val) / 60 < 0.2 and 0.05 < len(splits.test) / 60 < 0.2
+    assert 0.1 < len(splits.val) / 60 < 0.3 and 0.1 < len(splits.test) / 60 < 0.3
+
+
+def test_validation_and_test_are_stratified_by_voice_family_and_twinned(tiny_corpus):
+    splits = speaker_splits(0)
+    for family, voices in VOICE_FAMILIES.items():
+        held = [splits[v] for v in voices]
+        assert held.count("val") == held.count("test") >= 1, family
+        # Matched pairs: each held-out voice's mate (its nearest alike voice) is in the other list.
+        for a, b in _matched_pairs(sorted(voices)):
+            assert {splits[a], splits[b]} in ({"train"}, {"val", "test"}), (a, b)
+    f0 = {v: voice_traits(v)[0] for v in VOICE_FAMILIES["male"]}
+    mean = {s: np.mean([f for v, f in f0.items() if splits[v] == s]) for s in ("val", "test")}
+    assert abs(mean["val"] - mean["test"]) < 5  # Hz: the lists' male voices have alike pitches
+    assert sum(s == "val" for s in splits.values()) == 13 and len(splits) == len(SPEAKER_VARIANTS) == 67
+    assert speaker_splits(1) != splits  # the seed chooses the voices
+    # Twins: the n-th validation and the n-th test clip of a word share every augmentation, not the voice.
+    manifest = json.loads((tiny_corpus / "manifest.json").read_text())
+    split_of = {speaker_id(v): s for v, s in splits.items()}
+    for word in ("yes", "no"):
+        held_out = {"val": [], "test": []}
+        for recipe in manifest["words"][word]["recipes"]:
+            split = split_of[recipe["file"].split("_nohash_")[0]]
+            if split in held_out:
+                held_out[split].append(recipe)
+        pairs = list(zip(held_out["val"], held_out["test"]))
+        assert len(pairs) >= 3
+        for val, test in pairs:
+            assert val["speaker"] != test["speaker"]
+            strip = ("file", "speaker")
+            assert {k: v for k, v in val.items() if k not in strip} == {
+                k: v for k, v in test.items() if k not in strip
+            }
 
 
 def test_same_seed_byte_identical_other_seed_differs(tiny_corpus, tmp_path):

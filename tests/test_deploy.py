@@ -93,18 +93,18 @@ def test_the_artefacts_simulator_agrees_with_the_model_on_every_test_clip(name, 
     run, model = loaded_model(ckpt, cache, tmp_path)
     trained = evaluate(model, run.data.loaders["test"], device="cpu", seed=0)
     result = export_checkpoint(export_cfg(ckpt, tmp_path, cache, *extra))
-    assert result["clips"] == 6 and result["class_agreement"] == 1.0 and result["disagreeing_clips"] == []
+    assert result["clips"] == 12 and result["class_agreement"] == 1.0 and result["disagreeing_clips"] == []
     assert result["identical_spike_trains"]
     assert all(c["model"] == c["sim"] and c["clips_differing"] == 0 for c in result["spike_counts"].values())
     assert result["sim_acc"] == result["model_acc"]
     if name in CLEAN:  # exported as trained: the artefact reproduces the model's own test accuracy
         assert result["sim_acc"] == trained["acc"]
     assert json.loads((tmp_path / "verification.json").read_text()) == result
-    # The training split too: 48 more clips; the output layer fires and the network is not at chance.
+    # The training split too: 36 more clips; the output layer fires and the network is not at chance.
     deploy(model, 8 if name == "lif" else None, project_weights=name in PROJECTED)
     on_train = verify(tmp_path, model, run.data.loaders["train"])
     assert (
-        on_train["clips"] == 48 and on_train["class_agreement"] == 1.0 and on_train["identical_spike_trains"]
+        on_train["clips"] == 36 and on_train["class_agreement"] == 1.0 and on_train["identical_spike_trains"]
     )
     assert on_train["spike_counts"]["out"]["model"] > 0 and on_train["model_acc"] > 0.5
 
@@ -180,7 +180,9 @@ def test_each_kind_of_violation_is_detected_and_listed(runs, cache, tmp_path):
     with torch.no_grad():
         model.syn_hidden.weight[2, 3] = 1.2  # beyond the +-0.9 range
         model.frontend.weight[4] = 0.3  # inside it, between two levels (0.2613 and 0.3194)
-        model.syn_out.weight[5, 1] = -model.syn_out.weight[5, 1]  # input 5's only block now mixes signs
+        level = RangeQuantizer(5, 0.9).export(torch.tensor([0.26])).dequantize()[0]  # 0.2613, on the grid
+        model.syn_out.weight[5] = level
+        model.syn_out.weight[5, 1] = -level  # input 5's only block now mixes signs
     with pytest.raises(ExportRefused) as refused:
         deploy(model)
     found = {(v.kind, v.synapse, v.index) for v in refused.value.violations}

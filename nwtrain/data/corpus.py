@@ -4,9 +4,15 @@ A fresh install has no dataset and cannot download one, so :func:`ensure_embedde
 keywords with espeak-ng (in process, :mod:`nwtrain.data.espeak`) on first use and caches them:
 
 * speakers are espeak voice variants (``m3``, ``f2``, ``klatt4``, ``Alicia`` ...: formants, glottal
-  source and pitch base); 10 % of them are validation-only and 10 % test-only, so both splits are heard
-  from voices never met in training (the lists follow Speech Commands' ``validation_list.txt`` /
+  source and pitch base); about 20 % of them are validation-only and as many test-only, so both splits are
+  heard from voices never met in training (the lists follow Speech Commands' ``validation_list.txt`` /
   ``testing_list.txt``);
+* validation and test are alike by construction (``speaker_splits``, ``_recipe_stream``): each holds one
+  voice of each of the same matched pairs of alike voices (pitch, brightness) of every voice family
+  (female, male, Klatt source), and the n-th validation
+  clip of a word and its n-th test clip share every augmentation choice (accent, rate, pitch, reverb,
+  position, band limit, noise kind and SNR, level); they differ in the voice alone. A model's validation
+  score is then a fair estimate of its test score, up to the voices' own difficulty;
 * each clip draws an accent (8 English accents read the word as text; 17 other languages read its
   American-English phonemes with their own phoneme tables, a foreign accent), a speaking rate, a pitch
   and a pitch range;
@@ -22,6 +28,7 @@ index), so a word's clips do not depend on which other words are generated.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -43,7 +50,7 @@ from nwtrain.data.readers import BACKGROUND_NOISE_DIR, SPLITS, TESTING_LIST, VAL
 
 logger = logging.getLogger(__name__)
 
-CORPUS_VERSION = "1"  # bump whenever the recipe below changes: it names the corpus folder
+CORPUS_VERSION = "2"  # bump whenever the recipe below changes: it names the corpus folder
 CORE_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CORPUS_WORDS = CORE_WORDS + DIGIT_WORDS
@@ -52,7 +59,7 @@ CORPUS_SAMPLE_RATE = 16000
 CLIP_SECONDS = 1.0
 MANIFEST = "manifest.json"
 # Independent random streams, keyed by purpose (then word and clip index), so no draw shifts another.
-_STREAM_SPLIT, _STREAM_WORD, _STREAM_NOISE = 1, 2, 3
+_STREAM_SPLIT, _STREAM_WORD, _STREAM_NOISE, _STREAM_TWIN = 1, 2, 3, 4
 
 # English accents read the word as text; foreign ones read its en-us phonemes with their own phoneme tables.
 ENGLISH_ACCENTS = (
@@ -62,16 +69,26 @@ FOREIGN_ACCENTS = (
     "de", "nl", "sv", "da", "nb", "fr", "es", "it", "pt", "pl", "cs", "ro", "id", "tr", "el", "ru", "hi"
 )
 ENGLISH_ACCENT_PROBABILITY = 0.6
-# Voice variants shipped with espeak-ng that sound human (robot, whisper and effect voices left out);
-# female-sounding ones on the first line.
-SPEAKER_VARIANTS = tuple(
-    "Alicia Andrea Annie anika aunty belinda f1 f2 f3 f4 f5 grandma linda shelby steph steph2 steph3 "
-    "Alex Andy Denis Diogo Gene Henrique Hugo Jacky Lee Michael Mike Nguyen Reed adam antonio "
-    "benjamin boris david ed edward grandpa gustave iven john kaukovalta klatt klatt2 klatt3 klatt4 "
-    "klatt5 klatt6 m1 m2 m3 m4 m5 m6 m7 m8 marcelo max michel miguel norbert pablo paul pedro sandro "
-    "travis victor".split()
-)
-SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}  # of the speakers, as in Speech Commands
+# Voice variants shipped with espeak-ng that sound human (robot, whisper and effect voices left out), by
+# family: the voice source and formant range a listener (and a model) hears first.
+VOICE_FAMILIES = {
+    "female": tuple(
+        "Alicia Andrea Annie anika aunty belinda f1 f2 f3 f4 f5 grandma linda shelby steph steph2 "
+        "steph3".split()
+    ),
+    "male": tuple(
+        "Alex Andy Denis Diogo Gene Henrique Hugo Jacky Lee Michael Mike Nguyen Reed adam antonio benjamin "
+        "boris david ed edward grandpa gustave iven john kaukovalta m1 m2 m3 m4 m5 m6 m7 m8 marcelo max "
+        "michel miguel norbert pablo paul pedro sandro travis victor".split()
+    ),
+    # The Klatt glottal source: a buzzier voice than espeak's default one, whatever the formants.
+    "klatt": ("klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6"),
+}
+SPEAKER_VARIANTS = tuple(v for family in VOICE_FAMILIES.values() for v in family)
+# Of each family's voices, for validation and for test alike (rounded, at least one each): the lists are
+# twice Speech Commands' 10 %, so that one clip moves a score by under 1 point.
+HELD_OUT_FRACTION = 0.2
+TRAITS_TEXT = "yes no go stop"  # what a voice says to be measured (its pitch and brightness)
 # A foreign phoneme table may lack an English mnemonic, which silently ends the word there. These
 # replacements, applied cumulatively until the whole word is spoken, map English-only phonemes to the
 # nearest common ones.
@@ -122,14 +139,56 @@ def speaker_id(variant: str) -> str:
     return hashlib.sha256(f"espeak:{variant}".encode()).hexdigest()[:8]
 
 
+def voice_traits(variant: str) -> tuple[float, float]:
+    """``(median F0 in Hz, spectral centroid in Hz)`` of ``variant`` saying ``TRAITS_TEXT`` in en-us: the
+    pitch and brightness by which two voices of one family sound alike or not."""
+    samples, _ = synthesize(TRAITS_TEXT, f"en-us+{variant}")
+    x = samples / 32768.0
+    n = 1024  # 46 ms frames: two periods of the lowest voice
+    frames = np.lib.stride_tricks.sliding_window_view(x, n)[:: n // 2]
+    energy = (frames**2).sum(axis=1)
+    lo, hi = ESPEAK_SAMPLE_RATE // 400, ESPEAK_SAMPLE_RATE // 60
+    f0 = []
+    for frame in frames[energy > 0.1 * energy.max()]:  # the voiced, loud part
+        frame = frame - frame.mean()
+        lags = np.correlate(frame, frame, "full")[n - 1 :]
+        f0.append(ESPEAK_SAMPLE_RATE / (lo + int(np.argmax(lags[lo:hi]))))
+    spectrum = np.abs(np.fft.rfft(x))
+    freqs = np.fft.rfftfreq(len(x), 1 / ESPEAK_SAMPLE_RATE)
+    return float(np.median(f0)), float((freqs * spectrum).sum() / spectrum.sum())
+
+
+def _matched_pairs(voices: Sequence[str]) -> list[tuple[str, str]]:
+    """The voices of one family in pairs of alike ones: the lowest unpaired voice (by F0, then brightness)
+    with its nearest unpaired neighbour in (log F0, centroid), standardised over the family."""
+    traits = np.array([voice_traits(v) for v in voices])
+    z = np.column_stack([np.log(traits[:, 0]), traits[:, 1]])
+    z = (z - z.mean(axis=0)) / z.std(axis=0)
+    left = sorted(range(len(voices)), key=lambda i: tuple(traits[i]))
+    pairs = []
+    while len(left) > 1:
+        first = left.pop(0)
+        mate = min(left, key=lambda j: float(np.sum((z[first] - z[j]) ** 2)))
+        left.remove(mate)
+        pairs.append((voices[first], voices[mate]))
+    return pairs
+
+
+@functools.cache
 def speaker_splits(seed: int) -> dict[str, str]:
-    """Voice variant -> "train" / "val" / "test"; whole speakers per split, chosen by ``seed``."""
-    order = [str(v) for v in _rng(seed, _STREAM_SPLIT).permutation(sorted(SPEAKER_VARIANTS))]
-    n_test = round(SPLIT_FRACTIONS["test"] * len(order))
-    n_val = round(SPLIT_FRACTIONS["val"] * len(order))
-    return {
-        v: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, v in enumerate(order)
-    }
+    """Voice variant -> "train" / "val" / "test"; whole speakers per split. Within each voice family the
+    voices are matched in alike pairs (``_matched_pairs``); ``seed`` picks the held-out pairs and which
+    voice of a pair goes to validation and which to test, so both lists hold the same kinds of voices."""
+    splits = {}
+    for k, (_, voices) in enumerate(sorted(VOICE_FAMILIES.items())):
+        rng = _rng(seed, _STREAM_SPLIT, k)
+        pairs = _matched_pairs(sorted(voices))
+        held = max(1, round(HELD_OUT_FRACTION * len(voices)))
+        splits |= dict.fromkeys(voices, "train")
+        for i in rng.permutation(len(pairs))[:held]:
+            a, b = pairs[i] if rng.random() < 0.5 else pairs[i][::-1]
+            splits[a], splits[b] = "val", "test"
+    return splits
 
 
 def _word_key(word: str) -> int:
@@ -173,6 +232,17 @@ def _schedule(seed: int, word: str, n_clips: int, splits: dict[str, str]) -> lis
         order.append(groups[split][used[split] % len(groups[split])])
         used[split] += 1
     return order
+
+
+def _recipe_stream(seed: int, word: str, k: int, split: str, held_out: dict[str, int]) -> np.random.Generator:
+    """The random stream of a word's clip ``k``: its own for a training clip; for a validation or test
+    clip, the stream of its rank in that split, shared with the clip of the same rank in the other one
+    (``held_out`` counts them), so the two lists hold the same augmentations in other voices."""
+    if split not in held_out:
+        return _rng(seed, _STREAM_WORD, _word_key(word), k)
+    rank = held_out[split]
+    held_out[split] += 1
+    return _rng(seed, _STREAM_TWIN, _word_key(word), rank)
 
 
 def _draw_recipe(rng: np.random.Generator, word: str, speaker: str, accents: Sequence[str]) -> ClipRecipe:
@@ -347,8 +417,9 @@ def _generate_word(
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{word}-", dir=corpus))
     takes: dict[str, int] = {}
     recipes = []
+    held_out = dict.fromkeys(("val", "test"), 0)
     for k, speaker in enumerate(_schedule(seed, word, clips_per_word, splits)):
-        rng = _rng(seed, _STREAM_WORD, _word_key(word), k)
+        rng = _recipe_stream(seed, word, k, splits[speaker], held_out)
         recipe = _draw_recipe(rng, word, speaker, sorted(accents))
         text, is_phonemes = accents[recipe.accent]
         take = takes.get(speaker, 0)
