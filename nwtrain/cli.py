@@ -86,7 +86,6 @@ def _resume_hint(cfg: DictConfig, what: str = "resume") -> str:
     return f"; {what} with the same command plus ckpt_path={last}" if last.is_file() else ""
 
 
-
 def check_choices(args: Sequence[str], conf_dir: Path) -> None:
     """Refuse a config group option that does not exist (``experiment=yesno_h1v1_hww``) in one line with
     the nearest names, before Hydra composes and lists every option of the group instead."""

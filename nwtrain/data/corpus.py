@@ -63,10 +63,33 @@ _STREAM_SPLIT, _STREAM_WORD, _STREAM_NOISE, _STREAM_TWIN = 1, 2, 3, 4
 
 # English accents read the word as text; foreign ones read its en-us phonemes with their own phoneme tables.
 ENGLISH_ACCENTS = (
-    "en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"
+    "en-us",
+    "en",
+    "en-gb-x-rp",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
 )
 FOREIGN_ACCENTS = (
-    "de", "nl", "sv", "da", "nb", "fr", "es", "it", "pt", "pl", "cs", "ro", "id", "tr", "el", "ru", "hi"
+    "de",
+    "nl",
+    "sv",
+    "da",
+    "nb",
+    "fr",
+    "es",
+    "it",
+    "pt",
+    "pl",
+    "cs",
+    "ro",
+    "id",
+    "tr",
+    "el",
+    "ru",
+    "hi",
 )
 ENGLISH_ACCENT_PROBABILITY = 0.6
 # Voice variants shipped with espeak-ng that sound human (robot, whisper and effect voices left out), by
@@ -93,8 +116,21 @@ TRAITS_TEXT = "yes no go stop"  # what a voice says to be measured (its pitch an
 # replacements, applied cumulatively until the whole word is spoken, map English-only phonemes to the
 # nearest common ones.
 PHONEME_FALLBACKS = (
-    ("O2", "O"), ("0", "O"), ("V", "a"), ("aU", "au"), ("oU", "o:"), ("eI", "ei"), ("aI", "ai"),
-    ("I", "i"), ("E", "e"), ("o@", "o:r"), ("u:", "u"), ("i:", "i"), ("T", "t"), ("@", "e"), ("2", ""),
+    ("O2", "O"),
+    ("0", "O"),
+    ("V", "a"),
+    ("aU", "au"),
+    ("oU", "o:"),
+    ("eI", "ei"),
+    ("aI", "ai"),
+    ("I", "i"),
+    ("E", "e"),
+    ("o@", "o:r"),
+    ("u:", "u"),
+    ("i:", "i"),
+    ("T", "t"),
+    ("@", "e"),
+    ("2", ""),
 )
 NOISE_SECONDS = 30.0
 NOISE_NAMES = ("white_noise", "pink_noise", "brown_noise", "babble", "machine_hum")
