@@ -103,11 +103,11 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
     rows = []
     for setting, members in groups.items():
         done = [j for j in members if j["status"] in ("completed", "early_stopped")]
-        val_mean, val_std = _mean_std([j["best_val_acc"] for j in done])
+        val_mean, val_std = _mean_std([_score(j, "best_val") for j in done])
         last_mean, last_std = _mean_std(
-            [j["last_val_acc"] for j in done if j.get("last_val_acc") is not None]
+            [_score(j, "last_val") for j in done if _score(j, "last_val") is not None]
         )
-        test_mean, test_std = _mean_std([j["test_acc"] for j in done if j.get("test_acc") is not None])
+        test_mean, test_std = _mean_std([_score(j, "test") for j in done if _score(j, "test") is not None])
         rows.append(
             {
                 "setting": " ".join(setting) or "(every job)",
@@ -125,6 +125,12 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
             }
         )
     return rows
+
+
+def _score(job: dict, split: str):
+    """A job's score on ``split`` under its objective's metric (``best_val_acc``, or ``best_val_r2`` for a
+    rate regression)."""
+    return job.get(f"{split}_{job.get('metric', 'acc')}")
 
 
 def _pm(mean, std, n: int) -> str:

@@ -114,9 +114,14 @@ def _entry(command: Callable[[], float]) -> Callable[[], float]:
 @_entry
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
-    """``nwtrain [experiment=...] [field=value ...]``; returns the best validation accuracy (what sweeps
-    optimise)."""
-    return _run(lambda c: train(c)["best_val_acc"], cfg)
+    """``nwtrain [experiment=...] [field=value ...]``; returns the best validation score, accuracy or a
+    rate regression's R^2 (what sweeps optimise)."""
+
+    def best_score(c: DictConfig) -> float:
+        summary = train(c)
+        return summary[f"best_val_{summary['metric']}"]
+
+    return _run(best_score, cfg)
 
 
 @_entry

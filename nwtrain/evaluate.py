@@ -38,7 +38,15 @@ from .errors import CheckpointError, ConfigError, DataError
 from .export import deploy
 from .models import KWSNet
 from .optim import load_annealed_state
-from .train import EVAL_SEED_OFFSETS, Data, build_data, build_model, evaluate, warn_if_silent
+from .train import (
+    EVAL_SEED_OFFSETS,
+    Data,
+    build_data,
+    build_model,
+    evaluate,
+    require_classifier,
+    warn_if_silent,
+)
 from .validation import check_output_dir, resolve_device, validate_data_config
 
 log = logging.getLogger(__name__)
@@ -231,6 +239,7 @@ def evaluate_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     the command line's, which decide the data settings (``load_run``)."""
     out_dir = check_output_dir(cfg.paths.output_dir)
     run = load_run(cfg, overrides)
+    require_classifier(run.config, cfg.ckpt_path, "nwtrain-eval")
     splits = list(SPLITS) if cfg.split == "all" else [cfg.split]
     if not set(splits) <= set(SPLITS):
         raise DataError(f"split: {cfg.split!r} is not one of {', '.join(SPLITS)}, all")

@@ -694,7 +694,7 @@ def export_checkpoint(cfg, overrides: Sequence[str] = ()) -> dict:
     from omegaconf import OmegaConf
 
     from .evaluate import SPLITS, load_model, load_run
-    from .train import evaluate
+    from .train import evaluate, require_classifier
     from .validation import check_output_dir
 
     bits = cfg.bits
@@ -704,6 +704,10 @@ def export_checkpoint(cfg, overrides: Sequence[str] = ()) -> dict:
         raise ConfigError("verify_split", f"{cfg.verify_split!r} is not one of {', '.join(SPLITS)} or null")
     out_dir = check_output_dir(cfg.paths.output_dir)
     run = load_run(cfg, overrides, device=torch.device("cpu"))
+    if cfg.verify_split:  # the verification compares class decisions
+        require_classifier(
+            run.config, cfg.ckpt_path, "nwtrain-export's verification (verify_split=null skips it)"
+        )
     model = load_model(run, stddev=0.0, ileak_mismatch=False)
     loader = run.data.loaders[cfg.verify_split] if cfg.verify_split else None
     if loader is not None and len(loader.dataset) == 0:

@@ -28,24 +28,32 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_training_curves(
-    history: Sequence[Mapping], path: Path, title: str, best_epoch: int | None = None
+    history: Sequence[Mapping],
+    path: Path,
+    title: str,
+    best_epoch: int | None = None,
+    tag: str = "accuracy",
+    task_loss: str = "cross_entropy",
 ) -> Path:
-    """Loss and accuracy per epoch (tutorial 4's ``plot_histories`` plus training accuracy and validation
-    loss), the best epoch marked."""
+    """Loss and score per epoch (tutorial 4's ``plot_histories`` plus the training score and validation
+    loss), the best epoch marked. ``tag`` is the score's record prefix (``accuracy``, or ``r2`` for a rate
+    regression) and ``task_loss`` the objective's loss term."""
     epochs = [r["epoch"] for r in history]
+    label = task_loss.replace("_", " ")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     axes[0].plot(epochs, [r["loss/total"] for r in history], linewidth=2, label="train total")
-    axes[0].plot(epochs, [r["loss/cross_entropy"] for r in history], linewidth=1, label="train cross entropy")
-    if all("loss/val_cross_entropy" in r for r in history):
-        val_loss = [r["loss/val_cross_entropy"] for r in history]
-        axes[0].plot(epochs, val_loss, linewidth=1.5, linestyle="--", label="validation cross entropy")
+    axes[0].plot(epochs, [r[f"loss/{task_loss}"] for r in history], linewidth=1, label=f"train {label}")
+    if all(f"loss/val_{task_loss}" in r for r in history):
+        val_loss = [r[f"loss/val_{task_loss}"] for r in history]
+        axes[0].plot(epochs, val_loss, linewidth=1.5, linestyle="--", label=f"validation {label}")
     axes[0].set_title("Loss")
     axes[0].set_ylabel("Loss")
-    axes[1].plot(epochs, [r["accuracy/train"] for r in history], linewidth=2, label="train")
-    axes[1].plot(epochs, [r["accuracy/val"] for r in history], linewidth=2, label="validation")
-    axes[1].set_title("Accuracy")
-    axes[1].set_ylabel("Accuracy")
-    axes[1].set_ylim(0.0, 1.05)
+    score = "Accuracy" if tag == "accuracy" else tag.upper()
+    axes[1].plot(epochs, [r[f"{tag}/train"] for r in history], linewidth=2, label="train")
+    axes[1].plot(epochs, [r[f"{tag}/val"] for r in history], linewidth=2, label="validation")
+    axes[1].set_title(score)
+    axes[1].set_ylabel(score)
+    axes[1].set_ylim(0.0 if tag == "accuracy" else None, 1.05)
     for ax in axes:
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
@@ -150,5 +158,25 @@ def plot_accuracy_histogram(
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"{title}\nmean {a.mean():.1%}, std {a.std(ddof=1) if len(a) > 1 else 0.0:.1%}", fontsize=10)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_rates(
+    produced: np.ndarray, target: np.ndarray, dt: float, path: Path, title: str, names: Sequence[str] = ()
+) -> Path:
+    """A rate regression's target (dashed) against the rate the network produced (solid), ``[T, K]`` each in
+    spikes per step, one panel per output channel."""
+    k = target.shape[1]
+    fig, axes = plt.subplots(k, 1, figsize=(10, 1.6 * k + 0.6), sharex=True, squeeze=False)
+    t_ms = np.arange(target.shape[0]) * dt * 1e3
+    for c, ax in enumerate(axes[:, 0]):
+        ax.plot(t_ms, target[:, c], color="black", linestyle="--", linewidth=1.5, label="target")
+        ax.plot(t_ms, produced[:, c], color="tab:blue", linewidth=1.5, label="produced")
+        ax.set_ylabel(names[c] if names else f"channel {c}")
+        ax.grid(True, alpha=0.3)
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel("time (ms); rate in spikes per step")
     fig.tight_layout()
     return _save(fig, path)

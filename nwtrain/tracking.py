@@ -24,6 +24,7 @@ from rich.table import Table
 from torch import nn
 
 from .checkpoint import atomic_write_jsonl
+from .objectives import Classification
 from .optim import exposed_parameters
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,10 @@ class RunTracker:
         tensorboard: bool = True,
         weight_histograms: bool = True,
         progress: bool = True,
+        objective=None,
     ):
         self.out_dir = Path(out_dir)
+        self.objective = objective or Classification()
         self.history = history
         self.epochs = epochs
         self.weight_histograms = weight_histograms
@@ -107,16 +110,17 @@ class RunTracker:
                 for name, p in exposed_parameters(model):
                     self.writer.add_histogram(f"weights/{name}", p.detach().cpu(), record["epoch"])
             self.writer.flush()
+        tag, fmt = self.objective.tag, self.objective.format
         self.progress.update(
-            self._epoch_task, completed=record["epoch"], status=f"val {record['accuracy/val']:.1%}"
+            self._epoch_task, completed=record["epoch"], status=f"val {fmt(record[f'{tag}/val'])}"
         )
         log.info(
-            "epoch %d/%d | loss %.4f | train %.1f%% | val %.1f%% | %.1f s",
+            "epoch %d/%d | loss %.4f | train %s | val %s | %.1f s",
             record["epoch"],
             self.epochs,
             record["loss/total"],
-            100 * record["accuracy/train"],
-            100 * record["accuracy/val"],
+            fmt(record[f"{tag}/train"]),
+            fmt(record[f"{tag}/val"]),
             record["time/epoch_s"],
         )
 
@@ -155,15 +159,21 @@ def _pct(value) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def _r2(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def print_summary(summary: dict) -> None:
     """The closing table of a run (the same numbers are in ``summary.json``)."""
     table = Table(title=f"nwtrain: {summary['experiment']}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
+    metric = summary.get("metric", "acc")
+    name, fmt = ("accuracy", _pct) if metric == "acc" else (metric.upper(), _r2)
     rows = [
         ("status", summary["status"]),
-        ("best val accuracy", f"{_pct(summary['best_val_acc'])} (epoch {summary['best_epoch']})"),
-        ("test accuracy", _pct(summary["test_acc"])),
+        (f"best val {name}", f"{fmt(summary[f'best_val_{metric}'])} (epoch {summary['best_epoch']})"),
+        (f"test {name}", fmt(summary[f"test_{metric}"])),
         ("epochs", str(summary["epochs_completed"])),
         ("training time", f"{summary['train_time_s']:.1f} s"),
         ("wall time (this process)", f"{summary['wall_time_s']:.1f} s"),

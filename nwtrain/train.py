@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler, Subset
@@ -50,6 +49,7 @@ from .layers import routed_weight
 from .loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from .metrics import spike_counts
 from .models import KWSNet
+from .objectives import Classification
 from .optim import load_annealed_state
 from .provenance import provenance
 from .rundir import lock_run_folder, remove_stale_temps
@@ -140,6 +140,7 @@ class LossWeights:
     lam_fr: float
     target_fr: float
     fr_layers: tuple[str, ...]
+    objective: object = field(default_factory=Classification)  # nwtrain.objectives: the task loss and score
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> LossWeights:
@@ -149,19 +150,37 @@ class LossWeights:
             float(cfg.lam_fr),
             float(cfg.target_fr),
             tuple(cfg.fr_layers),
+            objective_of(cfg),
+        )
+
+
+def objective_of(loss_cfg: DictConfig):
+    """The ``loss`` group's objective (``nwtrain.objectives``); configs from before it existed classify."""
+    return instantiate(loss_cfg.objective) if loss_cfg.get("objective") else Classification()
+
+
+def require_classifier(run_cfg: DictConfig, path, command: str) -> None:
+    """``command`` scores class decisions: a rate-regression run (``loss=rate_regression``) is refused with
+    a message naming the checkpoint and where its scores are."""
+    objective = objective_of(run_cfg.loss)
+    if not isinstance(objective, Classification):
+        raise ConfigError(
+            "ckpt_path",
+            f"{path} is a rate-regression run (loss.objective: {type(objective).__name__}); {command} scores "
+            f"classifiers. Its validation and test R^2 are in the run's summary.json, its rates in plots/",
         )
 
 
 def loss_terms(
-    model: KWSNet, logits: torch.Tensor, labels: torch.Tensor, w: LossWeights
+    model: KWSNet, spikes: torch.Tensor, labels: torch.Tensor, w: LossWeights
 ) -> dict[str, torch.Tensor]:
-    """Tutorial 4's loss stack on the last forward pass: cross entropy on the class spike counts
-    (``logits``), sign topology of the dense synapses, weight magnitude, firing-rate target (on the
-    layers' traces)."""
-    zero = logits.new_zeros(())
+    """Tutorial 4's loss stack on the last forward pass: the objective's task loss on the output
+    ``spikes`` (a classifier's: cross entropy on the class spike counts), sign topology of the dense
+    synapses, weight magnitude, firing-rate target (on the layers' traces)."""
+    zero = spikes.new_zeros(())
     n_fr = len(w.fr_layers)
     return {
-        "cross_entropy": F.cross_entropy(logits, labels),
+        w.objective.loss_name: w.objective.loss(spikes, labels),
         "topology": sum((topology_loss(s, w.lam_topology) for s in model.routed_modules().values()), zero)
         if w.lam_topology
         else zero,
@@ -212,8 +231,8 @@ def seed_everything(seed: int) -> None:
 def train_step(model, x, y, optimizer, weights: LossWeights, grad_clip, generator, where: str):
     """One optimiser step; a NaN or infinite loss or gradient raises before the weights change."""
     optimizer.zero_grad()
-    logits = spike_counts(model(x, generator))
-    terms = loss_terms(model, logits, y, weights)
+    spikes = model(x, generator)
+    terms = loss_terms(model, spikes, y, weights)
     loss = sum(terms.values())
     if not torch.isfinite(loss):
         bad = ", ".join(f"{k}={v.item()}" for k, v in terms.items() if not torch.isfinite(v))
@@ -223,11 +242,11 @@ def train_step(model, x, y, optimizer, weights: LossWeights, grad_clip, generato
     if not torch.isfinite(norm):
         raise NonFiniteLossError(f"gradient norm is {norm.item()} at {where}; training stopped")
     optimizer.step()
-    return loss.detach(), terms, logits.detach()
+    return loss.detach(), terms, spikes.detach()
 
 
-def accumulate(sums: dict, loss, terms, logits, model: KWSNet, labels) -> None:
-    """Running sums of one epoch, each weighted by the batch size."""
+def accumulate(sums: dict, loss, terms, spikes, model: KWSNet, labels, objective) -> None:
+    """Running sums of one epoch, each weighted by the batch size, and the objective's own."""
     n = len(labels)
 
     def add(key, value):
@@ -237,7 +256,7 @@ def accumulate(sums: dict, loss, terms, logits, model: KWSNet, labels) -> None:
     add("loss/total", loss.item() * n)
     for name, value in terms.items():
         add(f"loss/{name}", value.item() * n)
-    add("correct", (logits.argmax(dim=1) == labels).sum().item())
+    objective.add_sums(sums, spikes, labels)
     for name, spk in model.traces.items():
         add(f"firing_rate/{name}", spk.detach().mean().item() * n)
     clamped = clamped_fraction(model.dense_synapses())
@@ -246,35 +265,42 @@ def accumulate(sums: dict, loss, terms, logits, model: KWSNet, labels) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: KWSNet, loader: DataLoader | None, *, device, seed: int, limit: int | None = None):
-    """Accuracy, cross entropy, firing rate per layer, confusion matrix (rows: label) and the number of
-    ``silent`` clips (no output spike: their class is a tie-break) over ``loader``; None for an empty split.
-    ``limit`` batches take clips of every class in turn (:func:`stratified_batches`). Chip instances come
-    from a generator seeded with ``seed``."""
+def evaluate(
+    model: KWSNet,
+    loader: DataLoader | None,
+    *,
+    device,
+    seed: int,
+    limit: int | None = None,
+    objective=None,
+):
+    """The objective's score (by its ``metric`` key: ``acc`` for a classifier, the default) and task loss,
+    the firing rate per layer and, for a classifier, the confusion matrix (rows: label) and the number of
+    ``silent`` clips (no output spike: their class is a tie-break) over ``loader``; None for an empty
+    split. ``limit`` batches take clips of every class in turn (:func:`stratified_batches`). Chip
+    instances come from a generator seeded with ``seed``."""
     if loader is None or len(loader.dataset) == 0:
         return None
+    objective = objective or Classification()
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    k = model.n_classes
-    confusion = torch.zeros(k * k, dtype=torch.long)
-    ce, rates, n, silent = 0.0, dict.fromkeys(model.layer_names, 0.0), 0, 0
+    sums: dict = {"samples": 0, "loss": 0.0}
+    rates = dict.fromkeys(model.layer_names, 0.0)
     for batch in stratified_batches(loader, limit):
         x, y = batch[0].to(device), batch[1].to(device)
-        logits = spike_counts(model(x, generator))
-        ce += F.cross_entropy(logits, y, reduction="sum").item()
-        confusion += torch.bincount((y * k + logits.argmax(dim=1)).cpu(), minlength=k * k)
-        silent += int((logits.sum(dim=1) == 0).sum())
+        spikes = model(x, generator)
+        sums["loss"] += objective.loss(spikes, y).item() * len(y)
+        sums["samples"] += len(y)
+        objective.add_sums(sums, spikes, y)
         for name, spk in model.traces.items():
             rates[name] += spk.mean().item() * len(y)
-        n += len(y)
-    confusion = confusion.view(k, k)
+    n = sums["samples"]
     return {
-        "acc": confusion.diag().sum().item() / n,
-        "loss": ce / n,
+        objective.metric: objective.score(sums),
+        "loss": sums["loss"] / n,
         "samples": n,
-        "silent": silent,
         "firing_rate": {name: r / n for name, r in rates.items()},
-        "confusion": confusion.tolist(),
+        **objective.report(sums),
     }
 
 
@@ -284,6 +310,8 @@ def stratified_batches(loader: DataLoader, limit: int | None):
     network that prefers that class (a silent one among them) as perfect."""
     if limit is None or limit >= len(loader):
         return loader
+    if loader.dataset[0][1].is_floating_point():  # regression targets: no classes to take turns
+        return itertools.islice(loader, limit)
     labels = torch.as_tensor([loader.dataset[i][1] for i in range(len(loader.dataset))])
     per_class = [torch.nonzero(labels == c).flatten().tolist() for c in labels.unique().tolist()]
     turns = [i for group in itertools.zip_longest(*per_class) for i in group if i is not None]
@@ -294,7 +322,7 @@ def stratified_batches(loader: DataLoader, limit: int | None):
 def warn_if_silent(result: dict | None, what: str) -> None:
     """A warning when the output layer fired no spike on some clips of an evaluation: their predicted class
     is argmax's tie-break (the first class), not the network's decision."""
-    if result and result["silent"]:
+    if result and result.get("silent"):
         log.warning(
             "%s: the output layer fired no spike on %d of %d clips; their class is a tie-break towards the "
             "first class, not a decision",
@@ -304,15 +332,15 @@ def warn_if_silent(result: dict | None, what: str) -> None:
         )
 
 
-def epoch_record(state, val: dict, optimizer, model: KWSNet, hardness: float | None) -> dict:
+def epoch_record(state, val: dict, optimizer, model: KWSNet, hardness: float | None, objective) -> dict:
     """The finished epoch ``state.epoch`` as one flat record; keys are TensorBoard tags."""
     sums, n = state.sums, state.sums["samples"]
     return {
         "epoch": state.epoch + 1,
         **{k: v / n for k, v in sums.items() if k.startswith(("loss/", "firing_rate/"))},
-        "accuracy/train": sums["correct"] / n,
-        "accuracy/val": val["acc"],
-        "loss/val_cross_entropy": val["loss"],
+        f"{objective.tag}/train": objective.score(sums),
+        f"{objective.tag}/val": val[objective.metric],
+        f"loss/val_{objective.loss_name}": val["loss"],
         **{f"firing_rate_val/{k}": v for k, v in val["firing_rate"].items()},
         **{f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups},
         **({"hardware/sign_violations": sign_violations(model)} if get_chip(model.chip).sign_blocks else {}),
@@ -338,7 +366,7 @@ class TrainState:
     epoch: int = 0  # epochs completed
     batch: int = 0  # batches done in the epoch in progress (non-zero only after a signal)
     sums: dict = field(default_factory=dict)  # running sums of the epoch in progress
-    best_val_acc: float = -1.0
+    best_val_acc: float = -math.inf  # the objective's best validation score (accuracy, or R^2)
     best_epoch: int = 0
     # The whole checkpoint of the best epoch: last.ckpt carries it, so a resumed run writes the very same
     # best.ckpt into its own folder, whenever its best epoch was.
@@ -547,6 +575,7 @@ def train(cfg: DictConfig) -> dict:
     lrs = {"frontend": cfg.optim.lr_frontend, "core": cfg.optim.lr_core}
     state = TrainState() if ckpt is None else restore(ckpt, ckpt_path, model, optimizer, mismatch, data, lrs)
     weights = LossWeights.from_cfg(cfg.loss)
+    objective = weights.objective
     divergence = DivergenceMonitor(trainer.epochs, model.layer_names[-1])
 
     def snapshot() -> dict:
@@ -590,6 +619,7 @@ def train(cfg: DictConfig) -> dict:
         tensorboard=logger.tensorboard,
         weight_histograms=logger.weight_histograms,
         progress=logger.progress,
+        objective=objective,
     ) as tracker:
         with StopOnSignal() as stop:
             while state.epoch < trainer.epochs and not state.early_stopped:
@@ -603,10 +633,10 @@ def train(cfg: DictConfig) -> dict:
                 for x, y in batch_loader(train_loader, batches[state.batch :]):
                     x, y = x.to(device), y.to(device)
                     where = f"epoch {state.epoch + 1} batch {state.batch + 1}"
-                    loss, terms, logits = train_step(
+                    loss, terms, spikes = train_step(
                         model, x, y, optimizer, weights, trainer.grad_clip, mismatch, where
                     )
-                    accumulate(state.sums, loss, terms, logits, model, y)
+                    accumulate(state.sums, loss, terms, spikes, model, y, objective)
                     state.batch += 1
                     tracker.batch_done(loss.item())
                     if stop.signum is not None:
@@ -624,11 +654,12 @@ def train(cfg: DictConfig) -> dict:
                     device=device,
                     seed=seed + EVAL_SEED_OFFSETS["val"],
                     limit=trainer.limit_eval_batches,
+                    objective=objective,
                 )
-                record = epoch_record(state, val, optimizer, model, hardness)
+                record = epoch_record(state, val, optimizer, model, hardness, objective)
                 state.history.append(record)
                 state.epoch, state.batch, state.sums = state.epoch + 1, 0, {}
-                if state.update_best(val["acc"], trainer.early_stopping_patience):
+                if state.update_best(val[objective.metric], trainer.early_stopping_patience):
                     state.best = None  # the snapshot holds no older best of its own
                     state.best = copy.deepcopy(snapshot())
                 save_both()
@@ -647,7 +678,7 @@ def train(cfg: DictConfig) -> dict:
                         f"are in {ckpt_dir}"
                     )
                 if state.early_stopped:
-                    log.info("early stopping: no val accuracy gain in %d epochs", state.bad_epochs)
+                    log.info("early stopping: no val %s gain in %d epochs", objective.tag, state.bad_epochs)
                 if stop.signum is not None:
                     raise _interrupted(stop.signum, f"at the end of epoch {state.epoch}", ckpt_dir / LAST)
 
@@ -658,12 +689,16 @@ def train(cfg: DictConfig) -> dict:
             device=device,
             seed=seed + EVAL_SEED_OFFSETS["test"],
             limit=trainer.limit_eval_batches,
+            objective=objective,
         )
         if test is None:
-            log.info("no test split (data.dataloader_config.test_split is 0): test accuracy not measured")
+            log.info(
+                "no test split (data.dataloader_config.test_split is 0): test %s not measured", objective.tag
+            )
         warn_if_silent(test, "test")
+        metric, tag = objective.metric, objective.tag
         tracker.final(
-            {"accuracy/test": test and test["acc"], "accuracy/best_val": state.best_val_acc},
+            {f"{tag}/test": test and test[metric], f"{tag}/best_val": state.best_val_acc},
             _flat({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in HPARAM_GROUPS}),
         )
 
@@ -673,11 +708,12 @@ def train(cfg: DictConfig) -> dict:
         "chip": cfg.model.chip,
         "variant": cfg.variant.name,
         "placement": model.placement.to_json(),
-        "best_val_acc": state.best_val_acc,
+        "metric": metric,
+        f"best_val_{metric}": state.best_val_acc,
         "best_epoch": state.best_epoch,
-        "last_val_acc": state.history[-1]["accuracy/val"],
-        "test_acc": test and test["acc"],
-        "test_confusion": test and test["confusion"],
+        f"last_val_{metric}": state.history[-1][f"{tag}/val"],
+        f"test_{metric}": test and test[metric],
+        **({"test_confusion": test and test["confusion"]} if metric == "acc" else {}),
         "epochs_completed": state.epoch,
         "train_time_s": sum(r["time/epoch_s"] for r in state.history),
         "wall_time_s": time.perf_counter() - started,
@@ -690,31 +726,51 @@ def train(cfg: DictConfig) -> dict:
     }
     atomic_write_json(out_dir / "summary.json", summary)
     if logger.plots:
-        write_plots(out_dir / "plots", state, model, data, device, seed, cfg.experiment_name)
+        write_plots(out_dir / "plots", state, model, data, device, seed, cfg.experiment_name, objective)
     print_summary(summary)
     return summary
 
 
 def write_plots(
-    folder: Path, state: TrainState, model: KWSNet, data: Data, device, seed: int, title: str
+    folder: Path, state: TrainState, model: KWSNet, data: Data, device, seed: int, title: str, objective
 ) -> None:
-    """Training curves, the spike raster of the first validation sample and the programmed weight signs."""
+    """Training curves, the spike raster of the first validation sample, the programmed weight signs and,
+    for a rate regression, that sample's target and produced rates."""
     folder.mkdir(exist_ok=True)
-    plots.plot_training_curves(state.history, folder / "training_curves.png", title, state.best_epoch)
+    plots.plot_training_curves(
+        state.history,
+        folder / "training_curves.png",
+        title,
+        state.best_epoch,
+        objective.tag,
+        objective.loss_name,
+    )
     x, y = next(iter(data.loaders["val"]))[:2]
     with torch.no_grad():
         out = model(x[:1].to(device), torch.Generator().manual_seed(seed + EVAL_SEED_OFFSETS["val"]))
-        pred = spike_counts(out).argmax(dim=1).item()
         spikes = {name: spk[0].cpu().numpy() for name, spk in model.traces.items()}
         programmed = {
             name: routed_weight(m, programmed=True).cpu().numpy()
             for name, m in model.routed_modules().items()
         }
+    if isinstance(objective, Classification):
+        pred = spike_counts(out).argmax(dim=1).item()
+        what = f"{data.classes[y[0].item()]}, predicted {data.classes[pred]}"
+    else:
+        what = "rate regression"
+        plots.plot_rates(
+            objective.rates(out)[0].cpu().numpy(),
+            y[0].cpu().numpy(),
+            model.dt,
+            folder / "rates.png",
+            f"{title}: target against produced rate, one validation sample",
+            data.classes,
+        )
     plots.plot_spike_raster(
         spikes,
         model.dt,
         folder / "spike_raster.png",
-        f"{title}: one validation sample ({data.classes[y[0].item()]}, predicted {data.classes[pred]})",
+        f"{title}: one validation sample ({what})",
         classes=data.classes,
         population=model.out_population,
     )

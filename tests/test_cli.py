@@ -35,7 +35,7 @@ def cache(tmp_path_factory):
 def test_the_experiments_the_issues_ask_for_exist():
     chips = [f"{c}_{v}" for c in ("h1v1", "h1v2") for v in ("plain", "hw", "mismatch")] + ["lif"]
     expected = {f"{task}_{c}" for task in ("yesno", *REAL_TASKS) for c in chips}
-    assert set(EXPERIMENTS) == expected | {"digits_embedded_lif"}
+    assert set(EXPERIMENTS) == expected | {"digits_embedded_lif", "pattern_h1v2"}
 
 
 @pytest.mark.parametrize("experiment", TUTORIAL4)
@@ -124,11 +124,13 @@ def test_the_variant_decides_deployability(experiment, variant):
     assert (annealing is not None) == deployable
     if deployable:
         assert annealing._target_ == "nwtrain.optim.SignAnnealing"
+        # The schedule spans trainer.anneal_epochs, all the epochs unless the experiment hardens earlier.
         assert (annealing.total_epochs, annealing.alpha_start, annealing.alpha_end) == (
-            cfg.trainer.epochs,
+            cfg.trainer.anneal_epochs,
             0.5,
             20.0,
         )
+        assert annealing.total_epochs <= cfg.trainer.epochs
     assert "sign_annealing" not in cfg.optim
 
 
@@ -210,6 +212,7 @@ def data_overrides(cache, mini_speech_commands, speaker_tree):
         "folder": [f"paths.cache_dir={cache}", f"data.data_parent={speaker_tree}"],
         "sc_excerpt": [f"paths.cache_dir={cache}", f"data.data_parent={mini_speech_commands}"],
         "fsdd": [f"paths.cache_dir={cache}", f"data.data_parent={speaker_tree}"],
+        "patterns": [f"paths.cache_dir={cache}", "data.data_parent.n_clips=8"],
     }
 
 
@@ -229,10 +232,15 @@ def test_every_group_option_instantiates(group, option, data_overrides):
     assert isinstance(optimizer, torch.optim.Adam)
     if cfg.optim.scheduler:
         instantiate(cfg.optim.scheduler)(optimizer).set_epoch(1)
+    assert instantiate(cfg.loss.objective).metric in ("acc", "r2")
     if group == "data":
         data = build_data(cfg.data)
         x, y = next(iter(data.loaders["train"]))
-        assert x.shape[1:] == (125, data.n_channels) and y.dtype == torch.int64
+        assert x.shape[1:] == (125, data.n_channels)
+        if cfg.data.task == "regression":  # a rate target per step and output channel
+            assert y.dtype == torch.float32 and y.shape[1:] == (125, len(data.classes))
+        else:
+            assert y.dtype == torch.int64
 
 
 @pytest.mark.parametrize(

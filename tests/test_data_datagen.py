@@ -276,7 +276,7 @@ def test_missing_root_and_word(tmp_path, speaker_tree):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(task="regression"), "task"),
+        (dict(task="segmentation"), "task must be one of"),
         (dict(layout="kaldi"), "layout"),
         (dict(on_bad_file="ignore"), "on_bad_file"),
         (dict(unknown=True), "speech_commands"),

@@ -14,6 +14,7 @@ from nwtrain.data.readers import (
     read_speech_commands,
     speaker_folds,
 )
+from nwtrain.data.regression import ensure_pattern_set, load_target, read_regression
 
 __all__ = [
     "CORPUS_WORDS",
@@ -30,8 +31,11 @@ __all__ = [
     "NWaveDataloaderConfig",
     "default_cache_dir",
     "ensure_embedded_corpus",
+    "ensure_pattern_set",
+    "load_target",
     "load_clips",
     "read_class_folders",
+    "read_regression",
     "read_clip",
     "read_speech_commands",
     "speaker_folds",

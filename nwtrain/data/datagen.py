@@ -27,10 +27,13 @@ from nwtrain.data.readers import (
     read_speech_commands,
     speaker_folds,
 )
+from nwtrain.data.regression import load_target, read_regression
+from nwtrain.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 LAYOUTS = ("folder", "speech_commands")
+TASKS = ("classification", "regression")
 ON_BAD_FILE = ("error", "skip")
 _DECODE_CHUNK = 256  # clips decoded and filtered per step: bounds memory to a few tens of MB
 
@@ -89,7 +92,9 @@ class NWaveDataGen:
         recording_duration_s: clips are zero-padded or trimmed (at the end) to this duration.
         sim_time_s: envelope bin width; 1 s at 8 ms gives 125 time steps.
         dataloader_config: batching and split options (:class:`NWaveDataloaderConfig`).
-        task: only "classification" is supported.
+        task: "classification" (a class per clip, from ``layout``) or "regression" (the SDK's regression
+            layout, ``wavs/<stem>.wav`` with ``target/<stem>.pt`` of shape ``(T,)`` or ``(T, C)``, split by
+            ``val_split`` / ``test_split``; see :mod:`nwtrain.data.regression`).
         return_filename: batches are ``(x, y, filenames)`` instead of ``(x, y)``.
         layout: "folder" (``data_parent/<class>/*.wav``) or "speech_commands" (official split lists).
         words: classes to use, in this order (default: all class folders, sorted).
@@ -112,8 +117,8 @@ class NWaveDataGen:
         progress: show a progress bar while features are computed.
 
     Batches hold ``x`` float32 ``[B, T, C]`` (C = ``n_channels``, bounded in [0, ~1], see
-    ``docs/data.md``) and ``y`` int64 indices into ``classes``. ``dataloaders()["test"]`` is an empty
-    loader when the test split is empty (``test_split=0``).
+    ``docs/data.md``) and ``y`` int64 indices into ``classes`` (regression: float32 targets ``[B, T, K]``).
+    ``dataloaders()["test"]`` is an empty loader when the test split is empty (``test_split=0``).
     """
 
     def __init__(
@@ -144,8 +149,8 @@ class NWaveDataGen:
         use_cache: bool = True,
         progress: bool = True,
     ):
-        if task != "classification":
-            raise ValueError(f"task={task!r} is not supported; supported: 'classification'")
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if on_bad_file not in ON_BAD_FILE:
@@ -179,8 +184,13 @@ class NWaveDataGen:
         )
         self.n_samples = round(self.recording_duration_s * self.sample_rate)
         self.n_bins = self.filterbank.n_bins(self.n_samples)
-        if layout == "speech_commands":
-            self.splits: DatasetSplits = read_speech_commands(
+        self.task = task
+        if task == "regression":
+            self.splits: DatasetSplits = read_regression(
+                self.root, self.config.val_split, self.config.test_split, self.config.random_state
+            )
+        elif layout == "speech_commands":
+            self.splits = read_speech_commands(
                 self.root,
                 words,
                 unknown=unknown,
@@ -214,7 +224,9 @@ class NWaveDataGen:
 
     @property
     def classes(self) -> list[str]:
-        """Class names; a label ``y`` indexes this list."""
+        """Class names, a label ``y`` indexing this list; for regression, one name per target channel."""
+        if self.task == "regression":
+            return [f"channel {c}" for c in range(self.datasets()["train"].labels.shape[-1])]
         return self.splits.classes
 
     @property
@@ -233,11 +245,21 @@ class NWaveDataGen:
                 index = torch.tensor([rows[e.clip] for e in kept], dtype=torch.long)
                 self._datasets[split] = FeatureDataset(
                     features[index],
-                    torch.tensor([e.label for e in kept], dtype=torch.long),
+                    self._labels(kept, features.shape[1]),
                     [e.clip.name(self.root) for e in kept],
                     self.return_filename,
                 )
         return self._datasets
+
+    def _labels(self, examples: list, n_steps: int) -> torch.Tensor:
+        """Class indices ``[N]``, or for regression the targets ``[N, T, C]`` (one channel count for all)."""
+        if self.task == "classification":
+            return torch.tensor([e.label for e in examples], dtype=torch.long)
+        targets = [load_target(e.clip.path, n_steps) for e in examples]
+        widths = {t.shape[1] for t in targets}
+        if len(widths) > 1:
+            raise DataError(f"{self.root / 'target'}: targets differ in channel count ({sorted(widths)})")
+        return torch.stack(targets) if targets else torch.zeros(0, n_steps, 1)
 
     def dataloaders(self) -> dict[str, DataLoader]:
         """``{"train", "val", "test"}`` DataLoaders; only train is shuffled (seeded by ``random_state``)."""
