@@ -1,4 +1,5 @@
-"""The loss stack of tutorial 4: sign topology, weight magnitude and firing-rate targets."""
+"""The loss stack of tutorial 4 (sign topology, weight magnitude, firing-rate targets) and the SDK's
+population loss."""
 
 from __future__ import annotations
 
@@ -43,3 +44,33 @@ def firing_rate_target_mse_loss(
         )
     terms = [m * (spk.mean(dim=1) - o).pow(2).mean() for spk, o, m in zip(spikes_list, offsets, multipliers)]
     return torch.stack(terms).sum()
+
+
+def balanced_population_mse(
+    spikes: torch.Tensor, targets: torch.Tensor, num_classes: int, high: float, low: float
+) -> torch.Tensor:
+    """Each class's output population pushed to ``high`` spikes per neuron when it is the label and to
+    ``low`` otherwise (the SDK's ``balanced_population_mse``):
+
+        L = mean_b [ mean_{j in pop(y_b)} (c_bj - high)^2 + mean_{j not in pop(y_b)} (c_bj - low)^2 ]
+
+    with ``c`` the spike counts ``[B, N]`` (``spikes [B, T, N]`` are counted over time first) of N =
+    ``num_classes`` x P output neurons, class-major (neuron j of class k is column k * P + j, as
+    ``KWSNet`` lays them out). Balanced: the one target population weighs as much as all others together.
+    """
+    counts = population_counts(spikes, num_classes)
+    on = torch.nn.functional.one_hot(targets, num_classes).to(counts.dtype)[:, :, None].expand_as(counts)
+    error = torch.where(on.bool(), counts - high, counts - low).pow(2)
+    per_target = (error * on).sum(dim=(1, 2)) / on.sum(dim=(1, 2))
+    per_other = (error * (1 - on)).sum(dim=(1, 2)) / (1 - on).sum(dim=(1, 2)).clamp_min(1)
+    return (per_target + per_other).mean()
+
+
+def population_counts(spikes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Spike counts ``[B, num_classes, P]`` of a class-major output population (``spikes`` ``[B, T, N]`` or
+    counts ``[B, N]``)."""
+    counts = spikes.sum(dim=1) if spikes.dim() == 3 else spikes
+    n = counts.shape[-1]
+    if n % num_classes:
+        raise ValueError(f"{n} output neurons are not a multiple of {num_classes} classes")
+    return counts.reshape(counts.shape[0], num_classes, n // num_classes)

@@ -566,6 +566,9 @@ def train(cfg: DictConfig) -> dict:
                 f"class-folder tree"
             )
     model = build_model(cfg.model, data.n_channels, len(data.classes), device)
+    if cfg.get("init") and ckpt is None:  # a resumed run takes its weights from the checkpoint
+        first = next(iter(batch_loader(train_loader, epoch_batches(train_loader, seed, 0, 1))))[0]
+        instantiate(cfg.init)(model, first.to(device), generator=torch.Generator().manual_seed(seed))
     # Before the optimiser: SignAnnealing parametrises the weights, and the optimiser holds the originals.
     annealer = instantiate(cfg.variant.sign_annealing)(model) if cfg.variant.sign_annealing else None
     optimizer = instantiate(cfg.optim.optimizer)(model.param_groups(cfg.optim.lr_frontend, cfg.optim.lr_core))

@@ -24,6 +24,7 @@ NWTRAIN_TARGETS = frozenset(
         "nwtrain.data.NWaveDataloaderConfig",
         "nwtrain.data.ensure_embedded_corpus",
         "nwtrain.data.ensure_pattern_set",
+        "nwtrain.init.auto_init",
         "nwtrain.models.KWSNet",
         "nwtrain.objectives.Classification",
         "nwtrain.objectives.RateRegression",
