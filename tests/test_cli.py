@@ -23,7 +23,7 @@ TUTORIAL4 = [e for e in EXPERIMENTS if e.startswith("yesno_") and not e.startswi
 REAL_SPEECH = [e for e in EXPERIMENTS if e.startswith(("yesno_sc_", "words_sc_", "digits_fsdd_"))]
 REAL_TASKS = ("yesno_sc", "words_sc", "digits_fsdd")
 SC_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
-GROUPS = ("chip", "variant", "model", "data", "loss", "optim", "trainer", "logger", "paths")
+GROUPS = ("chip", "variant", "model", "init", "data", "loss", "optim", "trainer", "logger", "paths")
 GROUP_OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 
 
@@ -226,6 +226,9 @@ def test_every_group_option_instantiates(group, option, data_overrides):
     cfg = compose_config([*overrides, f"{group}={option}", *extra, "paths.output_dir=unused"])
     validate_config(cfg)
     model = instantiate(cfg.model, n_channels=13, n_classes=2, device="cpu")
+    if cfg.get("init"):  # on a batch of features, before SignAnnealing parametrises the weights (as train does)
+        x = 0.1 * torch.rand(4, 125, 13, generator=torch.Generator().manual_seed(0))
+        instantiate(cfg.init)(model, x, generator=torch.Generator().manual_seed(0))
     if cfg.variant.sign_annealing:
         instantiate(cfg.variant.sign_annealing)(model)
     optimizer = instantiate(cfg.optim.optimizer)(model.param_groups(cfg.optim.lr_frontend, cfg.optim.lr_core))
