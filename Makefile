@@ -48,8 +48,9 @@ bench: $(TORCH_PIN)  ## training speed against snnTorch and SpikingJelly (instal
 docs:  ## the API reference from the docstrings, in docs/api/ (open docs/api/index.html)
 	$(BIN)/pdoc --docformat restructuredtext --output-directory docs/api nwtrain
 
-lint:  ## ruff check
-	$(BIN)/ruff check nwtrain tests
+lint:  ## ruff check and ruff format --check (CI runs both)
+	$(BIN)/ruff check nwtrain tests bench
+	$(BIN)/ruff format --check nwtrain tests bench
 
 clean:  ## remove caches (keeps .venv and outputs/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

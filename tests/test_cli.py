@@ -226,7 +226,7 @@ def test_every_group_option_instantiates(group, option, data_overrides):
     cfg = compose_config([*overrides, f"{group}={option}", *extra, "paths.output_dir=unused"])
     validate_config(cfg)
     model = instantiate(cfg.model, n_channels=13, n_classes=2, device="cpu")
-    if cfg.get("init"):  # on a batch of features, before SignAnnealing parametrises the weights (as train does)
+    if cfg.get("init"):  # on a batch of features, before SignAnnealing parametrises the weights, as in train
         x = 0.1 * torch.rand(4, 125, 13, generator=torch.Generator().manual_seed(0))
         instantiate(cfg.init)(model, x, generator=torch.Generator().manual_seed(0))
     if cfg.variant.sign_annealing:
