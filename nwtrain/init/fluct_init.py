@@ -58,6 +58,7 @@ class LayerInit:
     input_rate: float  # presynaptic spikes per input per step
     xi: float  # (theta - mean U) / std U of the free membrane, measured after the init
     dead_fraction: float  # neurons without a spike on the batch, after the search
+    drive_raised: bool  # the xi target left neurons silent, and the search raised the weights past it
 
 
 def psp_kernel(layer: SpikingLayer, synapse: nn.Module, probe: float, steps: int) -> torch.Tensor:
@@ -137,7 +138,9 @@ def _init_layer(name, synapse, layer, pre, xi_target, alpha, mean_fraction, prob
     eps = psp_kernel(layer, synapse, probe_fraction * limit, pre.shape[1])
     mu_w = mean_target / (n_in * nu * float(eps.sum()))
     sigma_w = math.sqrt(max(alpha * std_target**2 / (n_in * nu * float(eps.pow(2).sum())) - mu_w**2, 0.0))
-    sigma_w = max(sigma_w, 0.1 * abs(mu_w), 1e-3 * limit)
+    # Where the theory leaves no variance to the weights, a spread of half the mean keeps the neurons of
+    # the layer apart (identical weights would train alike).
+    sigma_w = max(sigma_w, 0.5 * abs(mu_w))
     z = torch.randn(synapse.weight.shape, generator=generator, device=generator.device).to(synapse.weight)
     if getattr(layer, "recurrent", False):  # the feed-forward part first, without recurrence
         layer.recurrent_weights.zero_()
@@ -165,19 +168,20 @@ def _init_layer(name, synapse, layer, pre, xi_target, alpha, mean_fraction, prob
     mu_w, sigma_w = hi * mu_w, hi * sigma_w
 
     def dead_at(mu: float) -> float:
-        set_weights(mu, sigma_w)
+        set_weights(mu, sigma_w * mu / mu_w)  # the spread follows the mean: the neurons stay apart
         spikes, _ = _fresh(layer)(synapse(pre))
         return float((spikes.sum(dim=(0, 1)) == 0).float().mean())
 
     dead = dead_at(mu_w)
-    if dead > 0:  # raise the mean weight until no neuron is silent, then take the lowest such mean
-        lo, hi = mu_w, max(2 * mu_w, limit / 64)
+    raised = dead > 0
+    if raised:  # raise the mean weight until no neuron is silent, then take the lowest such mean
+        lo, hi = mu_w, 2 * mu_w
         while dead_at(hi) > 0 and hi < limit:
             lo, hi = hi, min(2 * hi, limit)
         for _ in range(_SEARCH_STEPS):
             mid = (lo + hi) / 2
             lo, hi = (lo, mid) if dead_at(mid) == 0 else (mid, hi)
-        mu_w = hi
+        mu_w, sigma_w = hi, sigma_w * hi / mu_w
         dead = dead_at(mu_w)
     sigma_rec = None
     if getattr(layer, "recurrent", False) and alpha < 1:
@@ -192,7 +196,8 @@ def _init_layer(name, synapse, layer, pre, xi_target, alpha, mean_fraction, prob
         w = w.to(layer.recurrent_weights).clamp(-limit, limit)
         layer.recurrent_weights.copy_(w if mask is None else w * mask)
     mean_u, std_u = _free_membrane(layer, synapse(pre))
-    return LayerInit(name, mu_w, sigma_w, sigma_rec, nu, (theta - mean_u) / max(std_u, 1e-12), dead)
+    xi = (theta - mean_u) / max(std_u, 1e-12)
+    return LayerInit(name, mu_w, sigma_w, sigma_rec, nu, xi, dead, raised)
 
 
 def _layer_input(model, names, i) -> torch.Tensor:
