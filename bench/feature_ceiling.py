@@ -73,11 +73,18 @@ class Probe(nn.Module):
         self.kind = kind
         if kind == "cnn":
             self.net = nn.Sequential(
-                nn.Conv1d(n_channels, 64, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
-                nn.Conv1d(64, 64, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
-                nn.Conv1d(64, 64, 5, padding=2), nn.ReLU(), nn.AdaptiveMaxPool1d(1),
-                nn.Flatten(), nn.Linear(64, n_classes),
-            )  # fmt: skip
+                nn.Conv1d(n_channels, 64, 5, padding=2),
+                nn.ReLU(),
+                nn.MaxPool1d(2),
+                nn.Conv1d(64, 64, 5, padding=2),
+                nn.ReLU(),
+                nn.MaxPool1d(2),
+                nn.Conv1d(64, 64, 5, padding=2),
+                nn.ReLU(),
+                nn.AdaptiveMaxPool1d(1),
+                nn.Flatten(),
+                nn.Linear(64, n_classes),
+            )
         else:
             width = {"frames": 1, "context": CONTEXT, "contrast": 3}[kind] * n_channels
             self.net = nn.Sequential(nn.Linear(width, 128), nn.ReLU(), nn.Linear(128, n_classes))
@@ -127,8 +134,10 @@ def main() -> None:
         bands_per_octave=args.bands_per_octave,
     )
     data = {s: (d.features, d.labels) for s, d in datagen.datasets().items()}
-    print(f"{args.dataset}: {len(data['train'][1])} train, {len(data['test'][1])} test clips, "
-          f"{datagen.n_channels} channels")  # fmt: skip
+    print(
+        f"{args.dataset}: {len(data['train'][1])} train, {len(data['test'][1])} test clips, "
+        f"{datagen.n_channels} channels"
+    )
     for kind in PROBES:
         accs = [train_probe(kind, data, seed, 40 if kind == "cnn" else 60) for seed in range(args.seeds)]
         mean = sum(accs) / len(accs)

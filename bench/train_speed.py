@@ -98,9 +98,13 @@ class NwtrainRecurrentNet(NwtrainNet):
     def __init__(self):
         super().__init__()
         self.hidden = H1v1Layer(
-            HIDDEN, taus=TAUS[1], dt=DT, spike_grad=self.hidden.spike_grad, layer_topology="RC",
+            HIDDEN,
+            taus=TAUS[1],
+            dt=DT,
+            spike_grad=self.hidden.spike_grad,
+            layer_topology="RC",
             quantization_bit=QUANT_BITS,
-        )  # fmt: skip
+        )
 
     def regularisers(self):
         return super().regularisers() + topology_loss(self.hidden, LAM_TOPOLOGY)
@@ -329,8 +333,10 @@ def main(argv=None):
         # the line naming the kernel path: a Triton build failure would time the reference loop twice
         logging.basicConfig(format="%(name)s: %(message)s")
         logging.getLogger(kernels.__name__).setLevel(logging.INFO)
-    print(f"epoch: {args.clips} clips = {n_batches} batches of {BATCH} x {STEPS} steps ({scope}); "
-          f"{args.rounds} rounds")  # fmt: skip
+    print(
+        f"epoch: {args.clips} clips = {n_batches} batches of {BATCH} x {STEPS} steps ({scope}); "
+        f"{args.rounds} rounds"
+    )
 
     runs = {}
     for key in args.only:

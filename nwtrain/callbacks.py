@@ -50,8 +50,9 @@ class CheckOutputDir(Callback):
         except OutputDirError as e:
             raise SystemExit(f"nwtrain: {e}") from None
         if claimed != folder.resolve():
-            log.warning("run folder %s belongs to another run started in the same second: using %s", folder,
-                        claimed)  # fmt: skip
+            log.warning(
+                "run folder %s belongs to another run started in the same second: using %s", folder, claimed
+            )
         if claimed != Path(config.hydra.run.dir).resolve():
             with read_write(config.hydra.run):
                 config.hydra.run.dir = str(claimed)

@@ -128,8 +128,9 @@ def check_placement(meta: dict, meta_path: Path) -> None:
     names = [stage["layer"]["name"] for stage in meta["stages"][1:]]
     placed = [layer["name"] for layer in record["layers"]]
     if placed != names:
-        raise ArtefactError(f"{meta_path}: placement places layers {placed}, the stages after the front end "
-                            f"are {names}")  # fmt: skip
+        raise ArtefactError(
+            f"{meta_path}: placement places layers {placed}, the stages after the front end are {names}"
+        )
     try:
         check_recorded(record, cores, str(meta_path))
     except ValueError as e:

@@ -348,7 +348,11 @@ def _print(report: dict) -> None:
         row = [split, str(r["samples"]), _pct(r["acc"]), f"{r['loss']:.4f}"]
         if n:
             mc = r["mismatch"]
-            row += [f"{_pct(mc['mean'])} ± {_pct(mc['std'])}", _pct(mc["p5"]), _pct(mc["target_acc"]),
-                    _pct(mc["yield"])]  # fmt: skip
+            row += [
+                f"{_pct(mc['mean'])} ± {_pct(mc['std'])}",
+                _pct(mc["p5"]),
+                _pct(mc["target_acc"]),
+                _pct(mc["yield"]),
+            ]
         table.add_row(*row)
     get_console().print(table)

@@ -115,9 +115,13 @@ def routed_matrices(stages: list[Stage]) -> list[Routed]:
         if s.layer.recurrent:
             mask = s.layer.recurrent_mask
             out.append(
-                Routed(f"{s.layer_name}.recurrent_weights", s.layer, bool(s.layer.SIGN_BLOCKS),
-                       None if mask is None else mask.cpu())
-            )  # fmt: skip
+                Routed(
+                    f"{s.layer_name}.recurrent_weights",
+                    s.layer,
+                    bool(s.layer.SIGN_BLOCKS),
+                    None if mask is None else mask.cpu(),
+                )
+            )
     return out
 
 
@@ -232,20 +236,40 @@ def find_violations(
         outside = (w.abs() > grid.limit * (1 + RANGE_TOLERANCE)) & connected
         snapped = grid.export(w).dequantize()
         for ix in outside.nonzero().tolist():
-            found.append(Violation("range", name, tuple(ix), f"{w[tuple(ix)].item():.6g} is outside "
-                                   f"[-{grid.limit}, {grid.limit}]"))  # fmt: skip
+            found.append(
+                Violation(
+                    "range",
+                    name,
+                    tuple(ix),
+                    f"{w[tuple(ix)].item():.6g} is outside [-{grid.limit}, {grid.limit}]",
+                )
+            )
         for ix in ((snapped != w) & ~outside & connected).nonzero().tolist():
-            found.append(Violation("grid", name, tuple(ix), f"{w[tuple(ix)].item():.6g} is not one of the "
-                                   f"{levels} levels (nearest {snapped[tuple(ix)].item():.6g}, step "
-                                   f"{grid.step:.6g})"))  # fmt: skip
+            found.append(
+                Violation(
+                    "grid",
+                    name,
+                    tuple(ix),
+                    f"{w[tuple(ix)].item():.6g} is not one of the "
+                    f"{levels} levels (nearest {snapped[tuple(ix)].item():.6g}, step "
+                    f"{grid.step:.6g})",
+                )
+            )
         if name in signed:
             padded, mask = block_view(w)
             for row, block in violating_blocks(w):
                 values = padded[row, block][mask[row, block]].tolist()
                 first = block * SIGN_BLOCK_SIZE
-                found.append(Violation("sign_block", name, (row, block), f"input {row}, outputs "
-                                       f"{first}..{first + len(values) - 1} mix signs: "
-                                       f"{[round(v, 4) for v in values]}"))  # fmt: skip
+                found.append(
+                    Violation(
+                        "sign_block",
+                        name,
+                        (row, block),
+                        f"input {row}, outputs "
+                        f"{first}..{first + len(values) - 1} mix signs: "
+                        f"{[round(v, 4) for v in values]}",
+                    )
+                )
     return found
 
 
@@ -622,9 +646,13 @@ def export_model(
         path = atomic_write_json(folder / VIOLATIONS_FILE, [asdict(v) for v in e.violations])
         raise ExportRefused(refusal_message(e.violations, str(path)), e.violations) from None
     meta, arrays = build_artefact(
-        model, dep, classes=classes, features=features, requested_taus_s=requested_taus_s,
+        model,
+        dep,
+        classes=classes,
+        features=features,
+        requested_taus_s=requested_taus_s,
         provenance=provenance,
-    )  # fmt: skip
+    )
     feed_forward = not any(s.layer.recurrent for s in dep.stages)
     graph = to_nir(dep, meta["input_gain"]) if dep.chip.nir and feed_forward else None
     return write_artefact(folder, meta, arrays, graph), dep

@@ -364,9 +364,7 @@ class ChipLayer(SpikingLayer):
         if stddev and not self.SYNAPTIC_MISMATCH:
             raise ValueError(f"stddev={stddev}: {type(self).__name__} has no synaptic mismatch model")
         quantizer = Synapse._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
-        super().__init__(
-            n_neurons, dt, spike_grad, device, layer_topology, recurrent_mask, quantizer, stddev
-        )  # fmt: skip
+        super().__init__(n_neurons, dt, spike_grad, device, layer_topology, recurrent_mask, quantizer, stddev)
         self.lif_threshold = float(lif_threshold)
         if not 0.0 <= clamp_grad <= 1.0:
             raise ValueError(f"clamp_grad must lie in [0, 1], got {clamp_grad}")

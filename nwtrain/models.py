@@ -165,9 +165,12 @@ class KWSNet(nn.Module):
         if out_population < 1:
             raise ValueError(f"out_population must be >= 1, got {out_population}")
         spec.check(
-            stddev=stddev, ileak_mismatch=ileak_mismatch, clamp_grad=clamp_grad,
-            frontend_delays_s=list(frontend_delays_s), recurrent=recurrent,
-        )  # fmt: skip
+            stddev=stddev,
+            ileak_mismatch=ileak_mismatch,
+            clamp_grad=clamp_grad,
+            frontend_delays_s=list(frontend_delays_s),
+            recurrent=recurrent,
+        )
         self.chip = chip
         self.recurrent = bool(recurrent)
         self.n_channels, self.n_classes = int(n_channels), int(n_classes)

@@ -59,8 +59,19 @@ def test_a_missing_pin_is_refused(bench, tmp_path):
 
 # a short run; --threads keeps this process's torch thread count as the other tests have it
 def short_run(*extra):
-    return ["--clips", "32", "--batches", "1", "--rounds", "1", "--only", "fused",
-            "--threads", str(torch.get_num_threads()), *extra]  # fmt: skip
+    return [
+        "--clips",
+        "32",
+        "--batches",
+        "1",
+        "--rounds",
+        "1",
+        "--only",
+        "fused",
+        "--threads",
+        str(torch.get_num_threads()),
+        *extra,
+    ]
 
 
 def test_the_bench_refuses_to_time_on_another_torch(bench, other_pin, capsys):

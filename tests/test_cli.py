@@ -176,10 +176,16 @@ def test_every_chip_experiment_fits_its_chip(experiment):
 def test_a_network_over_the_budget_is_refused_before_any_data_is_read(tmp_path):
     cache, data = tmp_path / "cache", tmp_path / "data"
     result = run_cli(
-        ["experiment=digits_fsdd_h1v1_hw", "model.hidden_size=1024", f"paths.cache_dir={cache}",
-         f"paths.real_data_dir={data}", f"hydra.run.dir={tmp_path / 'run'}", "logger.progress=false"],
+        [
+            "experiment=digits_fsdd_h1v1_hw",
+            "model.hidden_size=1024",
+            f"paths.cache_dir={cache}",
+            f"paths.real_data_dir={data}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger.progress=false",
+        ],
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert result.returncode != 0
     assert (
         "model.hidden_size: H1v1 has 256 neurons in 4 cores of 64; this model needs 1024 (hidden 1024) "

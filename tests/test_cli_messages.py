@@ -31,10 +31,17 @@ def test_a_mistyped_group_option_is_one_line_with_the_nearest_names(args, messag
 
 def test_fields_sweeps_and_existing_options_pass():
     check_choices(
-        ["experiment=yesno_h1v1_hw,yesno_lif", "model.hidden_size=30", "seed=range(1,3)",
-         "hydra/launcher=local", "hydra/sweeper=optuna", "data.words=[yes,no]", "trainer=debug"],
+        [
+            "experiment=yesno_h1v1_hw,yesno_lif",
+            "model.hidden_size=30",
+            "seed=range(1,3)",
+            "hydra/launcher=local",
+            "hydra/sweeper=optuna",
+            "data.words=[yes,no]",
+            "trainer=debug",
+        ],
         CONF_DIR,
-    )  # fmt: skip
+    )
 
 
 def test_the_command_refuses_a_mistyped_experiment_in_one_line(tmp_path):
@@ -75,10 +82,19 @@ def test_piped_output_prints_whole_lines(tmp_path_factory, tmp_path):
     cache = tiny_cache(tmp_path_factory)
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     proc = subprocess.run(
-        [sys.executable, "-m", "nwtrain", f"hydra.run.dir={tmp_path / 'run'}",
-         *tiny_overrides(cache, "experiment=yesno_h1v1_hw", "trainer.epochs=2")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "nwtrain",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *tiny_overrides(cache, "experiment=yesno_h1v1_hw", "trainer.epochs=2"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     log_lines = [line for line in lines if re.match(r"\[\d\d:\d\d:\d\d\] ", line)]
@@ -92,8 +108,15 @@ def test_piped_output_prints_whole_lines(tmp_path_factory, tmp_path):
 
 
 def test_a_run_on_ones_own_data_is_named_after_it(speaker_tree, tmp_path):
-    args = ["data=folder", f"data.data_parent={speaker_tree}", "data.progress=false", "model.hidden_size=8",
-            "trainer.epochs=1", "logger=jsonl", f"paths.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    args = [
+        "data=folder",
+        f"data.data_parent={speaker_tree}",
+        "data.progress=false",
+        "model.hidden_size=8",
+        "trainer.epochs=1",
+        "logger=jsonl",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
     proc = run_cli(args, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [run] = (tmp_path / "outputs").iterdir()

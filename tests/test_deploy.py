@@ -219,8 +219,11 @@ def test_a_refused_export_lists_every_violation_and_projection_reports_the_chang
 
     export_checkpoint(export_cfg(ckpt, tmp_path / "projected", cache, "project=true"))
     meta = json.loads((tmp_path / "projected" / "export.json").read_text())
-    assert meta["constraints"] == {"checked": ["range", "grid", "sign_block"],
-                                   "violations_found": len(listed), "projected": True}  # fmt: skip
+    assert meta["constraints"] == {
+        "checked": ["range", "grid", "sign_block"],
+        "violations_found": len(listed),
+        "projected": True,
+    }
     changes = meta["projection"]
     assert sum(c["moved"] for c in changes.values()) == N_WEIGHTS
     mixed = sum(v["kind"] == "sign_block" for v in listed)
@@ -231,8 +234,10 @@ def test_a_refused_export_lists_every_violation_and_projection_reports_the_chang
             assert c["max_change"] <= step / 2 + 1e-6, name
     # The projected artefact holds a compliant network.
     art = chipsim.load_artefact(tmp_path / "projected")
-    weights = {s["synapse"]["name"]: torch.from_numpy(chipsim.programmed_weights(art, s["synapse"]))
-               for s in meta["stages"]}  # fmt: skip
+    weights = {
+        s["synapse"]["name"]: torch.from_numpy(chipsim.programmed_weights(art, s["synapse"]))
+        for s in meta["stages"]
+    }
     assert find_violations(weights, RangeQuantizer(5, 0.9), {"syn_hidden", "syn_out"}) == []
     verification = json.loads((tmp_path / "projected" / "verification.json").read_text())
     assert verification["class_agreement"] == 1.0 and "model_acc_before_projection" in verification
@@ -261,9 +266,17 @@ def test_nir_export_of_a_lif_network_round_trips(runs, cache, tmp_path):
     meta = json.loads((tmp_path / "export.json").read_text())
     assert set(meta["files"]) == {"weights.npz", "model.nir"}
     graph = nir.read(tmp_path / "model.nir")
-    chain = [("input", "Input"), ("input_gain", "Scale"), ("frontend", "Scale"), ("frontend_layer", "LIF"),
-             ("syn_hidden", "Linear"), ("hidden", "LIF"), ("syn_out", "Linear"), ("out", "LIF"),
-             ("output", "Output")]  # fmt: skip
+    chain = [
+        ("input", "Input"),
+        ("input_gain", "Scale"),
+        ("frontend", "Scale"),
+        ("frontend_layer", "LIF"),
+        ("syn_hidden", "Linear"),
+        ("hidden", "LIF"),
+        ("syn_out", "Linear"),
+        ("out", "LIF"),
+        ("output", "Output"),
+    ]
     assert {name: type(node).__name__ for name, node in graph.nodes.items()} == dict(chain)
     names = [name for name, _ in chain]
     assert sorted(graph.edges) == sorted(zip(names, names[1:]))
@@ -377,9 +390,15 @@ def test_an_output_population_exports_and_decides_by_class_sums(tmp_path):
 
     torch.manual_seed(2)
     model = KWSNet(
-        13, 3, hidden_size=[16, 8], taus=[10e-3, [15e-3, 135e-3], 45e-3, 135e-3], out_population=3,
-        quantization_bit=5, dense_init_bound=0.9, input_gain=40.0,
-    )  # fmt: skip
+        13,
+        3,
+        hidden_size=[16, 8],
+        taus=[10e-3, [15e-3, 135e-3], 45e-3, 135e-3],
+        out_population=3,
+        quantization_bit=5,
+        dense_init_bound=0.9,
+        input_gain=40.0,
+    )
     dep = deploy(model, project_weights=True)
     meta, arrays = build_artefact(model, dep, classes=["a", "b", "c"], features={})
     assert meta["population"] == 3
@@ -400,15 +419,25 @@ def test_the_artefact_records_the_placement_and_the_simulator_checks_it(tmp_path
     from nwtrain.models import KWSNet
 
     torch.manual_seed(3)
-    model = KWSNet(13, 2, chip="h1v2", hidden_size=[60, 40], taus=[10e-3, 45e-3, 45e-3, 135e-3],
-                   out_population=10, quantization_bit=5, dense_init_bound=1.0)  # fmt: skip
+    model = KWSNet(
+        13,
+        2,
+        chip="h1v2",
+        hidden_size=[60, 40],
+        taus=[10e-3, 45e-3, 45e-3, 135e-3],
+        out_population=10,
+        quantization_bit=5,
+        dense_init_bound=1.0,
+    )
     dep = deploy(model, project_weights=True)
     meta, arrays = build_artefact(model, dep, classes=["a", "b"], features={})
     assert meta["chip"]["core_sizes"] == [50, 50, 100]
     assert meta["placement"] == model.placement.to_json()
     assert [layer["cores"] for layer in meta["placement"]["layers"]] == [
-        [[0, 0, 50], [1, 50, 60]], [[1, 0, 40]], [[2, 0, 20]]
-    ]  # fmt: skip
+        [[0, 0, 50], [1, 50, 60]],
+        [[1, 0, 40]],
+        [[2, 0, 20]],
+    ]
     write_artefact(tmp_path, meta, arrays)
     chipsim.load_artefact(tmp_path)
     # An artefact whose core map overfills a core is refused, not simulated.

@@ -158,8 +158,15 @@ def test_deeper_network_with_heterogeneous_taus_and_an_output_population(chip_na
     )
     assert net.layer_names == ("frontend", "hidden", "hidden2", "out")
     assert [n for n, _ in net.named_children()] == [
-        "frontend", "frontend_layer", "syn_hidden", "hidden", "syn_hidden2", "hidden2", "syn_out", "out"
-    ]  # fmt: skip
+        "frontend",
+        "frontend_layer",
+        "syn_hidden",
+        "hidden",
+        "syn_hidden2",
+        "hidden2",
+        "syn_out",
+        "out",
+    ]
     assert net.syn_hidden2.weight.shape == (12, 7) and net.syn_out.weight.shape == (7, 12)
     effective = {"h1v1": [15e-3, 45e-3, 135e-3], "h1v2": [13.82e-3, 55.28e-3, 110.56e-3]}.get(chip_name)
     assert net.hidden.taus[:6].tolist() == pytest.approx((effective or [15e-3, 45e-3, 135e-3]) * 2, rel=1e-6)
@@ -239,9 +246,17 @@ def test_a_chip_is_one_module_that_registers_its_spec(monkeypatch):
 
     monkeypatch.setattr("nwtrain.chips.CHIPS", dict(CHIPS))
     toy = register(
-        ChipSpec(name="toy", label="Toy", parts=h1v2_module.SPEC.parts, weight_limit=1.0, weight_bits=4,
-                 frontend_gain=0.5, core_sizes=(8, 8), sign_blocks=True)
-    )  # fmt: skip
+        ChipSpec(
+            name="toy",
+            label="Toy",
+            parts=h1v2_module.SPEC.parts,
+            weight_limit=1.0,
+            weight_bits=4,
+            frontend_gain=0.5,
+            core_sizes=(8, 8),
+            sign_blocks=True,
+        )
+    )
     net = KWSNet(13, 2, chip="toy", hidden_size=10, out_population=3)
     assert net(features()).shape == (3, 20, 2)
     assert net.placement.core_ids("hidden").tolist() == [0] * 8 + [1] * 2

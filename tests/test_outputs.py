@@ -30,10 +30,16 @@ def figures(monkeypatch):
 
 def history(epochs: int) -> list[dict]:
     return [
-        {"epoch": e, "loss/total": 1 / e, "loss/cross_entropy": 0.9 / e, "loss/val_cross_entropy": 1.1 / e,
-         "accuracy/train": 0.5 + e / 100, "accuracy/val": 0.5 + e / 120}
+        {
+            "epoch": e,
+            "loss/total": 1 / e,
+            "loss/cross_entropy": 0.9 / e,
+            "loss/val_cross_entropy": 1.1 / e,
+            "accuracy/train": 0.5 + e / 100,
+            "accuracy/val": 0.5 + e / 120,
+        }
         for e in range(1, epochs + 1)
-    ]  # fmt: skip
+    ]
 
 
 def test_training_curves_mark_the_best_epoch_with_validation_loss_and_integer_ticks(figures, tmp_path):

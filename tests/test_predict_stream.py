@@ -130,8 +130,15 @@ def test_streaming_predict_finds_the_keywords_at_their_onsets(tmp_path_factory, 
     with open(out / "detections.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == [
-        "file", "onset_s", "end_s", "class", "confidence", "count_yes", "count_no", "silent_output"
-    ]  # fmt: skip
+        "file",
+        "onset_s",
+        "end_s",
+        "class",
+        "confidence",
+        "count_yes",
+        "count_no",
+        "silent_output",
+    ]
     onsets = np.array([float(r["onset_s"]) for r in rows])
     found = [word for word, onset in truth if np.abs(onsets - onset).min() <= 0.1]
     assert len(found) >= 0.9 * len(truth), (truth, onsets)
@@ -147,8 +154,10 @@ def test_chip_instance_is_the_chip_nwtrain_eval_draws(tmp_path_factory, tmp_path
     chip3 = checkpoint_model(load_checkpoint(ckpt), torch.device("cpu"), chip_instance=3)
     nominal = checkpoint_model(load_checkpoint(ckpt), torch.device("cpu"))
     # nwtrain-eval's instance 3: its population model (the chip's offsets and leaks) on instance 3's seed
-    eval_cfg = compose_config([f"ckpt_path={ckpt}", f"paths.output_dir={tmp_path / 'e'}",
-                               f"paths.cache_dir={cache}"], config_name="eval")  # fmt: skip
+    eval_cfg = compose_config(
+        [f"ckpt_path={ckpt}", f"paths.output_dir={tmp_path / 'e'}", f"paths.cache_dir={cache}"],
+        config_name="eval",
+    )
     population = load_model(load_run(eval_cfg), stddev=0.02, ileak_mismatch=True)
     expected = ChipInstance(population, instance_seed(42, 3))
     for model in (chip3, expected, nominal):

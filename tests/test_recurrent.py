@@ -138,9 +138,16 @@ def test_kwsnet_places_its_recurrent_hidden_layer_on_cores():
 def masked_h1v1_net():
     torch.manual_seed(0)
     net = KWSNet(
-        16, 2, chip="h1v1", hidden_size=70, recurrent=True, quantization_bit=5,
-        stddev=0.02, dense_init_bound=0.9, dt=8e-3,
-    )  # fmt: skip
+        16,
+        2,
+        chip="h1v1",
+        hidden_size=70,
+        recurrent=True,
+        quantization_bit=5,
+        stddev=0.02,
+        dense_init_bound=0.9,
+        dt=8e-3,
+    )
     with torch.no_grad():  # connections over the whole range, so the hidden layer talks to itself
         net.hidden.recurrent_weights.uniform_(-0.9, 0.9).mul_(net.hidden.recurrent_mask)
     return net
@@ -199,26 +206,43 @@ def build(kind, mask=True):
     if kind == "lif":
         q = TernaryQuantizer(0.7)
         layer = LIFLayer(
-            10, taus=torch.linspace(4e-3, 30e-3, 10), thresholds=0.3, learn_taus=True, learn_thresholds=True,
-            layer_topology="RC", recurrent_mask=core, quantizer=q,
-        )  # fmt: skip
+            10,
+            taus=torch.linspace(4e-3, 30e-3, 10),
+            thresholds=0.3,
+            learn_taus=True,
+            learn_thresholds=True,
+            layer_topology="RC",
+            recurrent_mask=core,
+            quantizer=q,
+        )
         return nn.ModuleList([LIFSynapse(6, 10, quantizer=q), layer])
     if kind == "h1v1":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             frontend = H1v1Frontend(6, quantization_bit=5, init=lambda w: nn.init.uniform_(w, 0.2, 0.9))
         layer = H1v1Layer(
-            10, taus=64e-3, dt=8e-3, ileak_mismatch=True, layer_topology="RC", recurrent_mask=core,
-            quantization_bit=5, stddev=0.02,
-        )  # fmt: skip
+            10,
+            taus=64e-3,
+            dt=8e-3,
+            ileak_mismatch=True,
+            layer_topology="RC",
+            recurrent_mask=core,
+            quantization_bit=5,
+            stddev=0.02,
+        )
         with torch.no_grad():
             layer.recurrent_weights.uniform_(-0.5, 0.9)
         synapse = H1v1Synapse(6, 10, quantization_bit=5, stddev=0.02)
         return nn.ModuleList([frontend, H1v1Layer(6, taus=10e-3, dt=8e-3), synapse, layer])
     layer = H1v2Layer(
-        10, taus=20e-3, dt=1e-3, ileak_mismatch=True, layer_topology="RC", recurrent_mask=core,
+        10,
+        taus=20e-3,
+        dt=1e-3,
+        ileak_mismatch=True,
+        layer_topology="RC",
+        recurrent_mask=core,
         quantization_bit=5,
-    )  # fmt: skip
+    )
     with torch.no_grad():
         layer.recurrent_weights.uniform_(-1.0, 1.66)
     synapse = H1v2Synapse(6, 10, quantization_bit=5, init=lambda w: nn.init.uniform_(w, -0.5, 1.66))
@@ -460,9 +484,14 @@ def test_kws_speech_rc_config_builds_a_recurrent_network_on_cores(cache):
 
 def test_a_recurrent_hardware_aware_h1v1_run_exports_clean_and_chipsim_agrees(cache, tmp_path):
     overrides = [
-        "experiment=yesno_h1v1_hw", "model.dense_init_bound=0.9", "model.hidden_size=70", "trainer.epochs=10",
-        "optim.lr_core=1e-2", "model.recurrent=true", "logger=jsonl",
-    ]  # fmt: skip
+        "experiment=yesno_h1v1_hw",
+        "model.dense_init_bound=0.9",
+        "model.hidden_size=70",
+        "trainer.epochs=10",
+        "optim.lr_core=1e-2",
+        "model.recurrent=true",
+        "logger=jsonl",
+    ]
     run = tmp_path / "run"
     train(compose_config(tiny_overrides(cache, f"paths.output_dir={run}", *overrides)))
     from test_deploy import export_cfg

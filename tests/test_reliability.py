@@ -81,8 +81,12 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_exactly(config, tmp_p
 def _start(args, cwd):
     return subprocess.Popen(
         [sys.executable, "-c", "from nwtrain.cli import main; main()", *args],
-        cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for_epochs(metrics, n, proc, timeout=120):
@@ -297,9 +301,14 @@ def test_config_errors_name_the_field(config, overrides, message):
 
 def test_words_missing_from_the_data_set_are_named(cache, mini_speech_commands, tmp_path):
     cfg = compose_config(
-        ["data=speech_commands", f"paths.speech_commands_dir={mini_speech_commands}",
-         "data.words=[yes,maybe]", f"paths.cache_dir={cache}", f"paths.output_dir={tmp_path}"]
-    )  # fmt: skip
+        [
+            "data=speech_commands",
+            f"paths.speech_commands_dir={mini_speech_commands}",
+            "data.words=[yes,maybe]",
+            f"paths.cache_dir={cache}",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     with pytest.raises(
         ConfigError, match=r"data.words: \['maybe'\] not in the data set at .* \(it has: no, up, yes\)"
     ):
@@ -324,8 +333,10 @@ def test_unwritable_output_folder_fails_before_any_data_or_training(config, tmp_
 def test_cli_unwritable_run_folder_is_one_clear_line(cache, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    for flags, where in (([], [f"hydra.run.dir={blocker / 'run'}"]),
-                         (["-m"], [f"hydra.sweep.dir={blocker / 'sweep'}", "seed=1,2"])):  # fmt: skip
+    for flags, where in (
+        ([], [f"hydra.run.dir={blocker / 'run'}"]),
+        (["-m"], [f"hydra.sweep.dir={blocker / 'sweep'}", "seed=1,2"]),
+    ):
         proc = run_cli([*flags, *tiny_overrides(cache), *where], tmp_path)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 1 and f"output folder {blocker}" in out and "Traceback" not in out, out

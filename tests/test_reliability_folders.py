@@ -57,7 +57,7 @@ def test_two_runs_started_in_the_same_second_get_separate_complete_folders(cache
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for seed in (1, 2)
     ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
@@ -99,10 +99,16 @@ def test_a_folder_named_on_the_command_line_that_a_live_run_holds_is_refused(cac
 def test_the_library_refuses_an_output_folder_another_process_holds(cache, tmp_path):
     run = tmp_path / "held"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from nwtrain.rundir import lock_run_folder; lock_run_folder({str(run)!r}); "
-         "print('held', flush=True); import time; time.sleep(60)"],
-        env=cli_env(), stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            f"from nwtrain.rundir import lock_run_folder; lock_run_folder({str(run)!r}); "
+            "print('held', flush=True); import time; time.sleep(60)",
+        ],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         cfg = compose_config(tiny_overrides(cache, f"paths.output_dir={run}", "logger=jsonl"))
@@ -123,11 +129,16 @@ def test_a_writer_killed_mid_checkpoint_leaves_no_temp_file_after_the_next_start
     ckpts.mkdir(parents=True)
     # A writer that dies half-way through its temporary file, as nwtrain.checkpoint names it.
     writer = subprocess.Popen(
-        [sys.executable, "-c", f"import os, time; f = open(os.path.join({str(ckpts)!r}, "
-         "f'.best.ckpt.tmp{os.getpid()}'), 'wb'); f.write(b'PK half a zip'); f.flush(); print(flush=True); "
-         "time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            f"import os, time; f = open(os.path.join({str(ckpts)!r}, "
+            "f'.best.ckpt.tmp{os.getpid()}'), 'wb'); f.write(b'PK half a zip'); f.flush(); "
+            "print(flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     writer.stdout.readline()
     writer.send_signal(signal.SIGKILL)
     writer.wait()
@@ -263,10 +274,16 @@ def _tone_tree(tone_writer, tmp_path):
 
 def _folder_args(tree, tmp_path):
     return [
-        "data=folder", f"data.data_parent={tree}", f"paths.cache_dir={tmp_path / 'cache'}",
-        "data.progress=false", "model.hidden_size=8", "trainer.epochs=1", "logger=jsonl",
-        "logger.progress=false", f"hydra.run.dir={tmp_path / 'run'}",
-    ]  # fmt: skip
+        "data=folder",
+        f"data.data_parent={tree}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "data.progress=false",
+        "model.hidden_size=8",
+        "trainer.epochs=1",
+        "logger=jsonl",
+        "logger.progress=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -295,9 +312,16 @@ def test_divergence_signs():
 
 def test_a_huge_learning_rate_warns_within_three_epochs(cache, tmp_path):
     proc = run_cli(
-        [*tiny_overrides(cache), "model.hidden_size=64", "optim.lr_core=1e6", "trainer.epochs=3",
-         "logger=jsonl", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path,
-    )  # fmt: skip
+        [
+            *tiny_overrides(cache),
+            "model.hidden_size=64",
+            "optim.lr_core=1e6",
+            "trainer.epochs=3",
+            "logger=jsonl",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        tmp_path,
+    )
     out = _out(proc)
     assert proc.returncode == 0, out
     warnings = [line for line in out.splitlines() if "training looks diverged" in line]
@@ -307,9 +331,16 @@ def test_a_huge_learning_rate_warns_within_three_epochs(cache, tmp_path):
 
 def test_stop_on_divergence_stops_and_keeps_the_checkpoints(cache, tmp_path):
     cfg = compose_config(
-        tiny_overrides(cache, f"paths.output_dir={tmp_path}", "logger=jsonl", "model.hidden_size=64",
-                       "optim.lr_core=1e6", "trainer.epochs=5", "trainer.stop_on_divergence=true")
-    )  # fmt: skip
+        tiny_overrides(
+            cache,
+            f"paths.output_dir={tmp_path}",
+            "logger=jsonl",
+            "model.hidden_size=64",
+            "optim.lr_core=1e6",
+            "trainer.epochs=5",
+            "trainer.stop_on_divergence=true",
+        )
+    )
     start = time.monotonic()
     with pytest.raises(DivergenceError, match=r"training diverged, stopped after epoch 1 .*range clamp"):
         runner.train(cfg)

@@ -13,8 +13,15 @@ from nwtrain.errors import ConfigError
 from nwtrain.evaluate import evaluate_checkpoint
 from nwtrain.train import train
 
-EXPERIMENTS = ["yesno_h1v1_plain", "yesno_h1v1_hw", "yesno_h1v1_mismatch", "yesno_h1v2_plain",
-               "yesno_h1v2_hw", "yesno_h1v2_mismatch", "yesno_lif"]  # fmt: skip
+EXPERIMENTS = [
+    "yesno_h1v1_plain",
+    "yesno_h1v1_hw",
+    "yesno_h1v1_mismatch",
+    "yesno_h1v2_plain",
+    "yesno_h1v2_hw",
+    "yesno_h1v2_mismatch",
+    "yesno_lif",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,10 @@ def test_one_epoch_run_folder_and_checkpoint(run, tmp_path):
     assert summary["status"] == "completed" and summary["epochs_completed"] == 1
     assert summary["best_val_acc"] == read_jsonl(out / "metrics.jsonl")[0]["accuracy/val"]
     assert sorted(p.name for p in (out / "plots").iterdir()) == [
-        "spike_raster.png", "training_curves.png", "weight_signs.png"]  # fmt: skip
+        "spike_raster.png",
+        "training_curves.png",
+        "weight_signs.png",
+    ]
     assert any((out / "tensorboard").glob("events.*"))
 
     ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
@@ -66,9 +76,11 @@ def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(run, tmp_path,
     straight = run("straight", "trainer.epochs=3", f"optim={optim}")
     run("first", "trainer.epochs=1", f"optim={optim}")
     resumed = run(
-        "resumed", "trainer.epochs=3", f"optim={optim}",
+        "resumed",
+        "trainer.epochs=3",
+        f"optim={optim}",
         f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
-    )  # fmt: skip
+    )
     history = read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
     assert len(history) == 3  # the resumed folder carries the whole history
     assert deterministic(history) == deterministic(read_jsonl(tmp_path / "straight" / "metrics.jsonl"))
@@ -84,8 +96,13 @@ def test_resume_refuses_a_different_model(run, tmp_path):
 
 def test_early_stopping_after_patience_epochs_without_gain(run):
     # With (almost) frozen weights the val accuracy cannot improve after the first epoch.
-    summary = run("es", "trainer.epochs=5", "trainer.early_stopping_patience=1", "optim.lr_core=1e-12",
-                  "optim.lr_frontend=0")  # fmt: skip
+    summary = run(
+        "es",
+        "trainer.epochs=5",
+        "trainer.early_stopping_patience=1",
+        "optim.lr_core=1e-12",
+        "optim.lr_frontend=0",
+    )
     assert summary["status"] == "early_stopped" and summary["epochs_completed"] == 2
 
 
@@ -109,8 +126,13 @@ def test_a_checkpoint_with_plain_weights_evaluates_but_resumes_only_unannealed(r
     # Resuming it as an annealing run would change its training: refused, naming the setting.
     with pytest.raises(ConfigError, match=r"honour \(variant\.sign_annealing\._partial_: None -> True"):
         run("resumed", "experiment=yesno_h1v1_hw", "trainer.epochs=2", f"ckpt_path={ckpt}")
-    resumed = run("resumed", "experiment=yesno_h1v1_hw", "variant.sign_annealing=null", "trainer.epochs=2",
-                  f"ckpt_path={ckpt}")  # fmt: skip
+    resumed = run(
+        "resumed",
+        "experiment=yesno_h1v1_hw",
+        "variant.sign_annealing=null",
+        "trainer.epochs=2",
+        f"ckpt_path={ckpt}",
+    )
     assert resumed["epochs_completed"] == 2
 
 
@@ -124,10 +146,14 @@ def test_every_experiment_trains_one_epoch(run, experiment):
 def test_evaluate_checkpoint_in_process(run, tmp_path, cache):
     summary = run("a")
     cfg = compose_config(
-        [f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'best.ckpt'}", f"paths.output_dir={tmp_path / 'eval'}",
-         f"paths.cache_dir={cache}", "split=all"],
+        [
+            f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'best.ckpt'}",
+            f"paths.output_dir={tmp_path / 'eval'}",
+            f"paths.cache_dir={cache}",
+            "split=all",
+        ],
         config_name="eval",
-    )  # fmt: skip
+    )
     result = evaluate_checkpoint(cfg)
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert result == report["splits"]["train"]
@@ -179,7 +205,10 @@ def test_sweep_table_ranks_settings_shortens_numbers_and_links_job_folders(tmp_p
         SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     rows = json.loads((tmp_path / "sweep_summary.json").read_text())
     assert [r["setting"] for r in rows] == [
-        "optim.lr_core=0.0054321", "optim.lr_core=0.0012345678901", "optim.lr_core=0.0099"]  # fmt: skip
+        "optim.lr_core=0.0054321",
+        "optim.lr_core=0.0012345678901",
+        "optim.lr_core=0.0099",
+    ]
     out = capsys.readouterr().out
     assert "optim.lr_core=0.00543" in out and "optim.lr_core=0.00123 " in out and "1_run" in out
     assert "90.0%" in out and "±" not in out.split("best setting first")[0]  # one job: no ± 0.0

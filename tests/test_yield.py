@@ -108,8 +108,13 @@ def test_a_chip_instance_is_one_chip_for_every_batch(ckpts, cache, tmp_path):
 def test_chips_have_mismatch_even_when_training_had_none(ckpts, cache, tmp_path):
     ckpt, summary = ckpts("yesno_h1v1_hw")  # trained with stddev 0 and no leak mismatch
     report = run_eval(ckpt, tmp_path, cache, "mismatch.instances=3")
-    assert report["mismatch"] == {"instances": 3, "stddev": 0.02, "ileak": True, "target_acc": None,
-                                  "target_fraction": 0.9}  # fmt: skip
+    assert report["mismatch"] == {
+        "instances": 3,
+        "stddev": 0.02,
+        "ileak": True,
+        "target_acc": None,
+        "target_fraction": 0.9,
+    }
     test = report["splits"]["test"]
     assert test["acc"] == summary["test_acc"]  # the nominal chip: the run's own test accuracy
     assert test["mismatch"]["ideal_acc"] == test["acc"]  # a model without mismatch is its own ideal chip
@@ -119,7 +124,10 @@ def test_chips_have_mismatch_even_when_training_had_none(ckpts, cache, tmp_path)
     # Tutorial 4's split of the mismatch: dense synapses and the hidden and output leaks, no front end.
     assert (chips.syn_hidden.stddev, chips.syn_out.stddev, chips.frontend.stddev) == (0.02, 0.02, 0.0)
     assert (chips.hidden.ileak_mismatch, chips.out.ileak_mismatch, chips.frontend_layer.ileak_mismatch) == (
-        True, True, False)  # fmt: skip
+        True,
+        True,
+        False,
+    )
 
 
 def test_yield_outputs_histogram_and_tensorboard(ckpts, cache, tmp_path):

@@ -8,6 +8,9 @@ This package imports neither torch nor ``nwtrain.layers``: the layers read the c
 reaches its classes through ``parts()``, called when a network is built.
 """
 
+# `# fmt: skip` below keeps a layer's keyword arguments on two lines: one per line would make each chip's
+# parts a column of names that reads longer than what it builds.
+
 from __future__ import annotations
 
 from collections.abc import Callable

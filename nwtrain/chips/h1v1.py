@@ -4,6 +4,9 @@ Synaptic outputs are currents in nA (tutorial 2 prints 19.7304 for w=0.9); a spi
 of ``PULSE_WIDTH_S`` into the membrane capacitor ``C_MEM_F``. Membranes, thresholds and leaks are in V.
 """
 
+# `# fmt: skip` below keeps a layer's keyword arguments on two lines: one per line would make each chip's
+# parts a column of names that reads longer than what it builds.
+
 from . import ChipParts, ChipSpec, register
 from .common import FILTERBANK_BANDS_PER_OCTAVE, FRONTEND_CHANNELS, leak_lognormal_sigma
 

@@ -4,6 +4,9 @@ Synaptic outputs are membrane increments in V (tutorial 2: ``dV = fo * w``). H1v
 its own: its front end is a per-channel gain made of its synapse (``nwtrain.models.diagonal``).
 """
 
+# `# fmt: skip` below keeps a layer's keyword arguments on two lines: one per line would make each chip's
+# parts a column of names that reads longer than what it builds.
+
 from . import ChipParts, ChipSpec, register
 from .common import FILTERBANK_BANDS_PER_OCTAVE, leak_lognormal_sigma
 

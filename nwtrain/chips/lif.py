@@ -2,6 +2,9 @@
 exponential leak, threshold 1, subtraction reset. Its front end is a per-channel gain made of its synapse
 (``nwtrain.models.diagonal``)."""
 
+# `# fmt: skip` below keeps a layer's keyword arguments on two lines: one per line would make each chip's
+# parts a column of names that reads longer than what it builds.
+
 from . import ChipParts, ChipSpec, register
 
 # LIF has no chip range; its threshold (1.0) is the natural unit: a single weight beyond it makes a spike

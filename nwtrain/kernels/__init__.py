@@ -19,6 +19,9 @@ loaded), which is how the Triton kernels are tested on machines without a GPU; a
 error. docs/kernels.md has the details.
 """
 
+# `# fmt: skip` below keeps a kernel's long argument lists in their groups (gradients, state, parameters,
+# options, outputs) on a line each, as the numba signatures list them: one name per line hides the groups.
+
 from __future__ import annotations
 
 import functools

@@ -8,6 +8,9 @@ kernels free of any surrogate (any ``Surrogate`` works on every backend), and ha
 recursion to the backward kernel.
 """
 
+# `# fmt: skip` below keeps a kernel's long argument lists in their groups (gradients, state, parameters,
+# options, outputs) on a line each, as the numba signatures list them: one name per line hides the groups.
+
 from __future__ import annotations
 
 import torch

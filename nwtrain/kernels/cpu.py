@@ -22,6 +22,9 @@ applied beforehand; the backward receives it (``slope``) and multiplies in the l
 in numba (exact zeros either way, and float32 widens losslessly in the float64 kernels).
 """
 
+# `# fmt: skip` below keeps a kernel's long argument lists in their groups (gradients, state, parameters,
+# options, outputs) on a line each, as the numba signatures list them: one name per line hides the groups.
+
 from __future__ import annotations
 
 import numpy as np

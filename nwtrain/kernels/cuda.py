@@ -19,6 +19,9 @@ each step reads the spikes the whole row stored in the step before (after a barr
 the reverse loop reads the row's input gradients back the same way.
 """
 
+# `# fmt: skip` below keeps a kernel's long argument lists in their groups (gradients, state, parameters,
+# options, outputs) on a line each, as the numba signatures list them: one name per line hides the groups.
+
 from __future__ import annotations
 
 import contextlib
