@@ -442,6 +442,15 @@ def _derived(cfg: DictConfig, key: str) -> bool:
     return isinstance(node, DictConfig) and leaf in node and OmegaConf.is_interpolation(node, leaf)
 
 
+# Settings added since a checkpoint may have been written, with the value that reproduces what runs without
+# them did: a checkpoint from before them resumes under that value.
+ADDED_SETTINGS = {"loss.objective._target_": "nwtrain.objectives.Classification"}
+
+
+def _default(key: str, value) -> bool:
+    return key in ADDED_SETTINGS and ADDED_SETTINGS[key] == value
+
+
 def resume_changes(ckpt: dict, path, cfg: DictConfig) -> dict[str, list]:
     """The settings ``cfg`` changes from the checkpoint's config, as ``{key: [old, new]}``; a change that
     resume cannot honour (anything but ``RESUMABLE_CHANGES`` and what follows from them) raises a
@@ -451,7 +460,13 @@ def resume_changes(ckpt: dict, path, cfg: DictConfig) -> dict[str, list]:
     changes = {
         k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
     }
-    refused = [k for k in changes if not k.startswith(RESUMABLE_CHANGES) and not _derived(cfg, k)]
+    refused = [
+        k
+        for k, (was, now) in changes.items()
+        if not k.startswith(RESUMABLE_CHANGES)
+        and not _derived(cfg, k)
+        and not (was is None and _default(k, now))
+    ]
     if refused:
         raise ConfigError(
             "ckpt_path",
