@@ -88,9 +88,19 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     # A chip network fills the chip's neurons (docs/chip_model.md, "Core map and budget"); ten classes take
     # five output neurons each there. The LIF baseline has no budget.
     classes = 2 if task == "yesno_sc" else 10
-    population = 10 if chip_name == "lif" or classes == 2 else 5
-    width = 256 if chip_name == "lif" else CHIPS[chip_name].n_neurons - classes * population
-    assert (cfg.model.hidden_size, cfg.model.out_population) == (width, population)
+    # The ten words on a chip use in-core recurrence (docs/accuracy.md, "In-core recurrence on the chips"):
+    # on H1v1 the recurrent hidden layer holds three whole cores and the output population the fourth; on
+    # H1v2 the hidden layer fills the two 50-neuron cores and half of the 100-neuron one.
+    recurrent = task == "words_sc" and chip_name != "lif"
+    assert cfg.model.recurrent == recurrent
+    if recurrent:
+        assert (cfg.model.hidden_size, cfg.model.out_population) == {"h1v1": (192, 6), "h1v2": (150, 5)}[
+            chip_name
+        ]
+    else:
+        population = 10 if chip_name == "lif" or classes == 2 else 5
+        width = 256 if chip_name == "lif" else CHIPS[chip_name].n_neurons - classes * population
+        assert (cfg.model.hidden_size, cfg.model.out_population) == (width, population)
     # Delays are the LIF baseline's (docs/accuracy.md, "Delays for the LIF baseline"); the chips have none.
     delays = (11 if task == "digits_fsdd" else 6) if chip_name == "lif" else 0
     assert len(cfg.model.frontend_delays_s) == delays
