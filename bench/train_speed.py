@@ -45,11 +45,11 @@ from torch import nn
 
 from nwtrain import kernels
 from nwtrain.chips import h1v1
+from nwtrain.core.quant import RangeQuantizer
+from nwtrain.core.topology import sign_conflict
 from nwtrain.layers import H1v1Frontend, H1v1Layer, H1v1Synapse, prepare_net
 from nwtrain.loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
-from nwtrain.quant import RangeQuantizer
 from nwtrain.surrogate import fast_sigmoid
-from nwtrain.topology import sign_conflict
 
 N_CHANNELS, HIDDEN, CLASSES = 13, 64, 2
 STEPS, BATCH, DT = 125, 16, 8e-3

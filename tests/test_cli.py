@@ -2,29 +2,41 @@
 composes and instantiates; a 1-epoch run, eval and multiruns through the real CLI in subprocesses."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import CONF_DIR, compose_config, read_jsonl, run_cli, tiny_cache, tiny_overrides
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from test_cli_helpers import CONF_DIR, compose_config, read_jsonl, run_cli, tiny_cache, tiny_overrides
 
 from nwtrain.chips import CHIPS, h1v1, h1v2
+from nwtrain.chips.placement import place
+from nwtrain.config import validate_config
 from nwtrain.errors import ConfigError
-from nwtrain.models import layer_names
-from nwtrain.placement import place
-from nwtrain.train import build_data
-from nwtrain.validation import validate_config
+from nwtrain.models.kws import layer_names
+from nwtrain.runs import build_data
 
+CHIP_NAMES = sorted(p.stem for p in (CONF_DIR / "chip").glob("*.yaml"))
+VARIANTS = sorted(p.stem for p in (CONF_DIR / "variant").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+# Experiments are tasks (chip and variant on the command line) and names that fix both, <task>_<chip>[_<tag>].
+NAMED = re.compile(rf"^(?P<task>\w+?)_(?P<chip>{'|'.join(CHIP_NAMES)})(_(?P<tag>[a-z]+))?$")
+TASKS = [e for e in EXPERIMENTS if not NAMED.match(e)]
+NAMES = [e for e in EXPERIMENTS if NAMED.match(e)]
 # Tutorial 4 on the embedded corpus; the real-speech experiments (the accuracy recipe) are the rest.
-TUTORIAL4 = [e for e in EXPERIMENTS if e.startswith("yesno_") and not e.startswith("yesno_sc_")]
-REAL_SPEECH = [e for e in EXPERIMENTS if e.startswith(("yesno_sc_", "words_sc_", "digits_fsdd_"))]
+TUTORIAL4 = [e for e in NAMES if NAMED.match(e)["task"] == "yesno"]
 REAL_TASKS = ("yesno_sc", "words_sc", "digits_fsdd")
+REAL_SPEECH = [e for e in NAMES if NAMED.match(e)["task"] in REAL_TASKS]
 SC_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
-GROUPS = ("chip", "variant", "model", "init", "data", "loss", "optim", "trainer", "logger", "paths")
+GROUPS = ("chip", "variant", "model", "quant", "init", "data", "loss", "optim", "trainer", "logger", "paths")
 GROUP_OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+def variant_of(tag: str) -> str:
+    """The variant an experiment name's tag stands for."""
+    return next(v for v in VARIANTS if compose_config([f"variant={v}"]).variant.tag == tag)
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +44,46 @@ def cache(tmp_path_factory):
     return tiny_cache(tmp_path_factory)
 
 
-def test_the_experiments_the_issues_ask_for_exist():
-    chips = [f"{c}_{v}" for c in ("h1v1", "h1v2") for v in ("plain", "hw", "mismatch")] + ["lif"]
-    expected = {f"{task}_{c}" for task in ("yesno", *REAL_TASKS) for c in chips}
-    assert set(EXPERIMENTS) == expected | {"digits_embedded_lif", "pattern_h1v2"}
+def test_the_tasks_are_the_documented_ones():
+    assert TASKS == sorted(["digits_embedded", "digits_fsdd", "pattern", "words_sc", "yesno", "yesno_sc"])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("chip", CHIP_NAMES)
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_composes_on_every_chip_and_variant(task, chip, variant):
+    """``experiment=<task> chip=<chip> variant=<variant>``: a chip network fits its chip's cores, a
+    deployable one must (its budget is checked), and the LIF baseline refuses the deployable variants by
+    name."""
+    cfg = compose_config([f"experiment={task}", f"chip={chip}", f"variant={variant}", "paths.output_dir=x"])
+    assert (cfg.model.chip, cfg.variant.name) == (chip, variant)
+    assert cfg.experiment_name == f"{task}_{chip}_{cfg.variant.tag}"
+    if chip == "lif" and cfg.variant.deployable:
+        with pytest.raises(ConfigError, match=r"^variant\.\w+: "):
+            validate_config(cfg)
+        return
+    validate_config(cfg)
+    assert_fits(cfg)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_experiment_name_is_its_task_on_its_chip_and_variant(name):
+    """The names the README and earlier releases use (``yesno_h1v1_mismatch``) are the task with chip and
+    variant set, nothing more."""
+    parts = NAMED.match(name)
+    named = compose_config([f"experiment={name}", "paths.output_dir=x"])
+    variant = variant_of(parts["tag"]) if parts["tag"] else named.variant.name  # untagged: its own
+    chosen = compose_config(
+        [
+            f"experiment={parts['task']}",
+            f"chip={parts['chip']}",
+            f"variant={variant}",
+            "paths.output_dir=x",
+        ]
+    )
+    assert named.experiment_name == name
+    named.experiment_name = chosen.experiment_name
+    assert named == chosen
 
 
 @pytest.mark.parametrize("experiment", TUTORIAL4)
@@ -114,9 +162,6 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     assert cfg.model.ileak_mismatch == (variant == "mismatch")
 
 
-VARIANTS = sorted(p.stem for p in (CONF_DIR / "variant").glob("*.yaml"))
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_the_variant_decides_deployability(experiment, variant):
@@ -145,10 +190,9 @@ def test_the_variant_decides_deployability(experiment, variant):
 
 
 def _parts(experiment: str) -> tuple[str, str, str]:
-    """``(task, chip, variant)`` of a real-speech experiment name (the LIF baseline's variant: plain)."""
-    task = next(t for t in REAL_TASKS if experiment.startswith(f"{t}_"))
-    chip_name, _, variant = experiment[len(task) + 1 :].partition("_")
-    return task, chip_name, variant or "plain"
+    """``(task, chip, variant tag)`` of an experiment name (the LIF baseline's variant: plain)."""
+    parts = NAMED.match(experiment)
+    return parts["task"], parts["chip"], parts["tag"] or "plain"
 
 
 def test_plain_nwtrain_is_the_mismatch_aware_h1v1_experiment():
@@ -168,19 +212,20 @@ def test_chip_configs_mirror_the_chip_specs():
     )
 
 
-CHIP_EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*h1v*.yaml"))
-
-
-@pytest.mark.parametrize("experiment", CHIP_EXPERIMENTS)
-def test_every_chip_experiment_fits_its_chip(experiment):
-    """Composed with its data's classes, every shipped chip experiment places onto its chip's cores."""
-    cfg = compose_config([f"experiment={experiment}", "paths.output_dir=unused"])
-    classes = len(cfg.data.words) if cfg.data.words else 10  # FSDD: the ten digits' folders
+def assert_fits(cfg) -> None:
+    """Composed with its data's classes, the network places onto its chip's cores; a deployable variant
+    insists on it."""
+    classes = len(cfg.data.words) if cfg.data.words else 10  # FSDD and the patterns: ten folders at most
     sizes = [cfg.model.hidden_size] if isinstance(cfg.model.hidden_size, int) else list(cfg.model.hidden_size)
     layers = dict(zip(layer_names(len(sizes))[1:], [*sizes, classes * cfg.model.out_population]))
     placement = place(CHIPS[cfg.model.chip], layers)
     assert placement.fits, placement.message()
-    assert cfg.model.fit_chip == (cfg.variant.name != "plain")
+    assert cfg.model.fit_chip == cfg.variant.deployable
+
+
+@pytest.mark.parametrize("experiment", [e for e in NAMES if NAMED.match(e)["chip"] != "lif"])
+def test_every_chip_experiment_fits_its_chip(experiment):
+    assert_fits(compose_config([f"experiment={experiment}", "paths.output_dir=unused"]))
 
 
 def test_a_network_over_the_budget_is_refused_before_any_data_is_read(tmp_path):
@@ -235,7 +280,8 @@ def data_overrides(cache, mini_speech_commands, speaker_tree):
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
 def test_every_group_option_instantiates(group, option, data_overrides):
     # The LIF baseline has no mismatch model, so it pairs with a mismatch-free variant.
-    extra = ["variant=plain"] if option == "lif" else []
+    # So does a QAT scheme other than the chip's grid.
+    extra = ["variant=plain"] if option == "lif" or (group == "quant" and option != "chip") else []
     if option in ("kws_speech_delays", "kws_speech_wide"):  # no synaptic delays, nor 1024 neurons, on a chip
         extra = ["chip=lif", "variant=plain"]
     overrides = data_overrides["embedded"] if group != "data" else data_overrides[option]

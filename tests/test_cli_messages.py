@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from test_cli_helpers import CONF_DIR, compose_config, run_cli, tiny_cache, tiny_overrides
+from cli_helpers import CONF_DIR, compose_config, run_cli, tiny_cache, tiny_overrides
 
 from nwtrain.cli import check_choices
-from nwtrain.validation import PROJECT_ROOT
+from nwtrain.config import PROJECT_ROOT
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli_helpers import compose_config
+from cli_helpers import compose_config
 
 from nwtrain.data import NWaveDataGen, NWaveDataloaderConfig, read_class_folders, read_speech_commands
 from nwtrain.data.readers import DEFAULT_SPEAKER_PATTERNS, SPLITS, speaker_of

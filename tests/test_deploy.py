@@ -9,19 +9,18 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cli_helpers import checkpoint_config, compose_config, run_cli, tiny_cache, tiny_overrides
 from omegaconf import OmegaConf
-from test_cli_helpers import checkpoint_config, compose_config, run_cli, tiny_cache, tiny_overrides
 
-from nwtrain import chipsim
 from nwtrain.chips import CHIPS
-from nwtrain.errors import ConfigError, ExportError
-from nwtrain.evaluate import load_model, load_run
-from nwtrain.export import (
+from nwtrain.cli.export import export_checkpoint
+from nwtrain.core.quant import RangeQuantizer
+from nwtrain.deploy import chipsim
+from nwtrain.deploy.export import (
     ExportRefused,
     build_artefact,
     chip_grid,
     deploy,
-    export_checkpoint,
     find_violations,
     network_stages,
     programmed_weights,
@@ -29,9 +28,10 @@ from nwtrain.export import (
     verify,
     write_artefact,
 )
+from nwtrain.errors import ConfigError, ExportError
 from nwtrain.layers import H1v1Frontend, H1v1Layer, H1v1Synapse, prepare_net
-from nwtrain.quant import RangeQuantizer
-from nwtrain.train import evaluate, train
+from nwtrain.runs import load_model, load_run, train
+from nwtrain.training.evaluation import evaluate
 
 # Tiny runs (a few seconds) whose output layers fire and tell the words apart better than chance: the
 # comparison with the simulator is not one of silent networks. The hardware-aware ones (SignAnnealing) export
@@ -149,7 +149,9 @@ def test_the_simulator_runs_without_torch_or_training_code(runs, cache, tmp_path
     x, _ = next(iter(run.data.loaders["test"]))
     np.save(tmp_path / "features.npy", x.numpy())
     # torch (and with it every training module) cannot be imported in this interpreter
-    code = "import sys; sys.modules['torch'] = None; from nwtrain.chipsim import main; sys.exit(main())"
+    code = (
+        "import sys; sys.modules['torch'] = None; from nwtrain.deploy.chipsim import main; sys.exit(main())"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path), str(tmp_path / "features.npy")],
         capture_output=True,
@@ -378,7 +380,7 @@ def test_a_network_that_is_not_a_chain_is_refused():
 
 
 def test_a_lif_network_with_frontend_delays_is_refused_with_the_reason():
-    from nwtrain.models import KWSNet
+    from nwtrain.models.kws import KWSNet
 
     model = KWSNet(13, 2, chip="lif", hidden_size=8, frontend_delays_s=[0.0, 8e-3])
     with pytest.raises(ExportError, match="KWSNet.delays: a delay line has no place in the artefact"):
@@ -386,7 +388,7 @@ def test_a_lif_network_with_frontend_delays_is_refused_with_the_reason():
 
 
 def test_an_output_population_exports_and_decides_by_class_sums(tmp_path):
-    from nwtrain.models import KWSNet
+    from nwtrain.models.kws import KWSNet
 
     torch.manual_seed(2)
     model = KWSNet(
@@ -416,7 +418,7 @@ def test_an_output_population_exports_and_decides_by_class_sums(tmp_path):
 
 
 def test_the_artefact_records_the_placement_and_the_simulator_checks_it(tmp_path):
-    from nwtrain.models import KWSNet
+    from nwtrain.models.kws import KWSNet
 
     torch.manual_seed(3)
     model = KWSNet(
@@ -450,7 +452,7 @@ def test_the_artefact_records_the_placement_and_the_simulator_checks_it(tmp_path
 
 
 def test_a_network_over_its_chips_budget_does_not_export():
-    from nwtrain.models import KWSNet
+    from nwtrain.models.kws import KWSNet
 
     with pytest.warns(UserWarning, match="it will not deploy"):
         model = KWSNet(13, 10, chip="h1v1", hidden_size=256, out_population=10, fit_chip=False)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli_helpers import CONF_DIR, checkpoint_config, compose_config, tiny_cache, tiny_overrides
+from cli_helpers import CONF_DIR, checkpoint_config, compose_config, tiny_cache, tiny_overrides
 
 import nwtrain
+from nwtrain.cli.evaluate import evaluate_checkpoint
+from nwtrain.config import validate_config
 from nwtrain.errors import ConfigError, DataError
-from nwtrain.evaluate import evaluate_checkpoint
-from nwtrain.provenance import provenance
-from nwtrain.train import train
-from nwtrain.validation import validate_config
+from nwtrain.runs import train
+from nwtrain.training.provenance import provenance
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_the_fsdd_example_composes():
 @pytest.mark.parametrize(
     "entry, words",
     [
-        ("train", ["nwtrain: train", "== Config groups", "experiment: digits_embedded_lif"]),
+        ("train", ["nwtrain: train", "== Config groups", "experiment: digits_embedded, digits_embedded_lif"]),
         ("predict", ["nwtrain-predict: the class", "audio: ???"]),
     ],
 )

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.autograd import gradcheck
 
-from nwtrain import surrogate
+from nwtrain.core import surrogate
+from nwtrain.core.quant import BinaryQuantizer, FixedPointQuantizer, RangeQuantizer, TernaryQuantizer
 from nwtrain.layers import (
     H1v1Frontend,
     H1v1Layer,
@@ -16,7 +17,6 @@ from nwtrain.layers import (
     LIFSynapse,
     prepare_net,
 )
-from nwtrain.quant import BinaryQuantizer, FixedPointQuantizer, RangeQuantizer, TernaryQuantizer
 
 SURROGATES = [
     surrogate.fast_sigmoid(25.0),

@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
+from nwtrain.core.topology import violating_blocks
 from nwtrain.init import auto_init, fluct_init, frontend_firing_init, psp_kernel
 from nwtrain.init.hardware import init_weights
 from nwtrain.layers import routed_weight
 from nwtrain.loss import balanced_population_mse
 from nwtrain.metrics import accuracy_population
-from nwtrain.models import KWSNet
+from nwtrain.models.kws import KWSNet
 from nwtrain.optim import SignAnnealing
-from nwtrain.topology import violating_blocks
 
 
 def _features(seed=0, batch=8):

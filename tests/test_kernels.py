@@ -18,6 +18,7 @@ from torch import nn
 from torch.autograd import gradcheck
 
 from nwtrain import kernels
+from nwtrain.core.quant import TernaryQuantizer
 from nwtrain.kernels import cpu
 from nwtrain.kernels.autograd import LIFSequence, LinearLeakSequence
 from nwtrain.layers import (
@@ -31,8 +32,7 @@ from nwtrain.layers import (
     prepare_net,
     spiking_layers,
 )
-from nwtrain.models import KWSNet
-from nwtrain.quant import TernaryQuantizer
+from nwtrain.models.kws import KWSNet
 from nwtrain.surrogate import fast_sigmoid, triangle
 
 KINDS = ["lif-subtraction", "lif-zero", "lif-none", "h1v1", "h1v2", "h1v1-clamp_grad", "h1v2-clamp_grad"]

@@ -9,18 +9,13 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nwtrain.chips import h1v1, h1v2
+from nwtrain.core.topology import violating_blocks
 from nwtrain.layers import H1v1Frontend, H1v1Synapse, H1v2Synapse, LIFSynapse, prepare_net
 from nwtrain.loss import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
 from nwtrain.metrics import accuracy
-from nwtrain.models import KWSNet
-from nwtrain.optim import (
-    SignAnnealing,
-    SignBlocks,
-    bake_sign_blocks,
-    exposed_parameters,
-    load_annealed_state,
-)
-from nwtrain.topology import violating_blocks
+from nwtrain.models.kws import KWSNet
+from nwtrain.optim import SignAnnealing, SignBlocks, bake_sign_blocks
+from nwtrain.training.annealing import exposed_parameters, load_annealed_state
 
 
 def synapse_with(w):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nwtrain.chips import CHIPS, h1v1, h1v2
+from nwtrain.chips.placement import OFF_CHIP, place
 from nwtrain.layers import (
     DelayLine,
     H1v1Frontend,
@@ -17,8 +18,7 @@ from nwtrain.layers import (
     prepare_net,
     synapses,
 )
-from nwtrain.models import KWSNet
-from nwtrain.placement import OFF_CHIP, place
+from nwtrain.models.kws import KWSNet
 
 warnings.filterwarnings("ignore", "Frontend on chip uses 16 filters")
 
@@ -294,7 +294,22 @@ def test_a_network_over_the_budget_is_refused_unless_it_need_not_deploy():
     assert not net.placement.fits
 
 
-def test_the_h1v1_spec_keeps_the_layers_front_end_gain():
+def test_the_h1v1_front_end_starts_at_the_specs_gain():
     from nwtrain.layers import H1v1Frontend
 
-    assert CHIPS["h1v1"].frontend_gain == H1v1Frontend.DEFAULT_GAIN
+    assert torch.all(H1v1Frontend().weight == CHIPS["h1v1"].frontend_gain)
+
+
+@pytest.mark.parametrize("chip", ["lif", "h1v2"])
+def test_a_front_end_stored_as_one_row_loads_as_its_channels(chip):
+    """Checkpoints of 0.1 hold the LIF and H1v2 front-end gains as ``[1, C]``; every front end is now
+    ``[C]`` (``nwtrain.core.layers.Diagonal``), and those checkpoints load into it unchanged in value."""
+    net = KWSNet(13, 2, chip=chip, hidden_size=8)
+    with torch.no_grad():
+        net.frontend.weight.copy_(torch.linspace(0.1, 0.9, 13))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["frontend.weight"] = state["frontend.weight"].reshape(1, -1)
+    other = KWSNet(13, 2, chip=chip, hidden_size=8)
+    other.load_state_dict(state)
+    assert other.frontend.weight.shape == (13,)
+    assert torch.equal(other.frontend.weight, net.frontend.weight)

@@ -8,14 +8,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_helpers import compose_config, run_cli, tiny_cache, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
-from test_cli_helpers import compose_config, run_cli, tiny_cache, tiny_overrides
 from torch.utils.data import DataLoader
 
-from nwtrain import plots
 from nwtrain.data.datagen import FeatureDataset
-from nwtrain.train import stratified_batches, train
+from nwtrain.runs import train
+from nwtrain.training import plots
+from nwtrain.training.evaluation import stratified_batches
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""nwtrain-predict: keyword onsets in a long recording (nwtrain.streaming), and Monte-Carlo chips."""
+"""nwtrain-predict: keyword onsets in a long recording (nwtrain.deploy.streaming), and Monte-Carlo chips."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from cli_helpers import compose_config, run_cli, tiny_cache, tiny_overrides
 from scipy.signal import resample_poly
-from test_cli_helpers import compose_config, run_cli, tiny_cache, tiny_overrides
 
-from nwtrain.checkpoint import load_checkpoint
+from nwtrain.cli.predict import checkpoint_model
 from nwtrain.data.corpus import speaker_splits
 from nwtrain.data.espeak import ESPEAK_SAMPLE_RATE, synthesize
+from nwtrain.deploy.mismatch import ChipInstance, instance_seed
+from nwtrain.deploy.streaming import StreamSettings, activity_segments, detect_keywords, window_starts
 from nwtrain.errors import ConfigError
-from nwtrain.evaluate import ChipInstance, instance_seed, load_model, load_run
-from nwtrain.predict import checkpoint_model
-from nwtrain.streaming import StreamSettings, activity_segments, detect_keywords, window_starts
-from nwtrain.train import train
+from nwtrain.runs import load_model, load_run, train
+from nwtrain.training.checkpoint import load_checkpoint
 
 RATE = 16000
 

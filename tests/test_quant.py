@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from nwtrain.core.quant import BinaryQuantizer, FixedPointQuantizer, RangeQuantizer, TernaryQuantizer
 from nwtrain.layers import H1v1Frontend, H1v1Synapse, H1v2Synapse, LIFSynapse, prepare_net
-from nwtrain.quant import BinaryQuantizer, FixedPointQuantizer, RangeQuantizer, TernaryQuantizer
 
 ALL = [
     RangeQuantizer(5, 0.9),

@@ -16,18 +16,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import compose_config, tiny_cache, tiny_overrides
 from hydra.utils import instantiate
-from test_cli_helpers import compose_config, tiny_cache, tiny_overrides
 from test_kernels import HAS_TRITON, INTERPRETED, MARGIN, assert_fused_equals_reference, ramp
 from test_kernels import backend as kernel_backend
 from torch import nn
 from torch.autograd import gradcheck
 from torch.nn.utils import parametrize
 
-from nwtrain import chipsim, kernels
+from nwtrain import kernels
 from nwtrain.chips import get_chip
-from nwtrain.dynamics import recurrent_current
-from nwtrain.export import export_checkpoint, export_model, network_stages, programmed_weights
+from nwtrain.chips.placement import place
+from nwtrain.cli.export import export_checkpoint
+from nwtrain.core.dynamics import recurrent_current
+from nwtrain.core.quant import RangeQuantizer, TernaryQuantizer
+from nwtrain.core.topology import core_block_mask, violating_blocks
+from nwtrain.deploy import chipsim
+from nwtrain.deploy.export import export_model, network_stages, programmed_weights
 from nwtrain.kernels.autograd import LIFSequence, LinearLeakSequence
 from nwtrain.layers import (
     H1v1Frontend,
@@ -41,13 +46,10 @@ from nwtrain.layers import (
     routed_weight,
 )
 from nwtrain.loss import topology_loss, weight_magnitude_loss
-from nwtrain.models import KWSNet
+from nwtrain.models.kws import KWSNet
 from nwtrain.optim import SignAnnealing
-from nwtrain.placement import place
-from nwtrain.quant import RangeQuantizer, TernaryQuantizer
+from nwtrain.runs import train
 from nwtrain.surrogate import triangle
-from nwtrain.topology import core_block_mask, violating_blocks
-from nwtrain.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CHIPS = ["lif", "h1v1", "h1v2"]

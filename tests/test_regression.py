@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_cli_helpers import checkpoint_config, compose_config, read_jsonl
+from cli_helpers import checkpoint_config, compose_config, read_jsonl
 
+from nwtrain.cli.evaluate import evaluate_checkpoint
 from nwtrain.data import NWaveDataGen, NWaveDataloaderConfig, ensure_pattern_set, read_regression
 from nwtrain.errors import ConfigError, DataError
-from nwtrain.evaluate import evaluate_checkpoint
-from nwtrain.objectives import RateRegression
-from nwtrain.train import train
+from nwtrain.runs import train
+from nwtrain.training.objectives import RateRegression
 
 
 def _regression_root(tmp_path, tone_writer, n=6, steps=125, channels=2):

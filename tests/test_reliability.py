@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from test_cli_helpers import (
+from cli_helpers import (
     cli_env,
     compose_config,
     deterministic,
@@ -20,8 +20,7 @@ from test_cli_helpers import (
     tiny_overrides,
 )
 
-import nwtrain.checkpoint as checkpoint
-import nwtrain.train as runner
+import nwtrain.runs as runner
 from nwtrain.errors import (
     CheckpointError,
     ConfigError,
@@ -29,6 +28,7 @@ from nwtrain.errors import (
     OutputDirError,
     TrainingInterrupted,
 )
+from nwtrain.training import checkpoint, loop
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_exactly(config, tmp_p
     straight = runner.train(config("straight", "trainer.epochs=3"))
 
     calls = []
-    accumulate = runner.accumulate
+    accumulate = loop.accumulate
 
     def signal_on_fifth_batch(*args):
         accumulate(*args)
@@ -59,7 +59,7 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_exactly(config, tmp_p
         if len(calls) == 5:  # epoch 2, batch 2 of 3
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(runner, "accumulate", signal_on_fifth_batch)
+    monkeypatch.setattr(loop, "accumulate", signal_on_fifth_batch)
     with pytest.raises(
         TrainingInterrupted, match="SIGTERM received: training stopped in epoch 2 after 2"
     ) as e:
@@ -70,7 +70,7 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_exactly(config, tmp_p
     ckpt = checkpoint.load_checkpoint(last)
     assert (ckpt["epoch"], ckpt["batch"]) == (1, 2)
 
-    monkeypatch.setattr(runner, "accumulate", accumulate)
+    monkeypatch.setattr(loop, "accumulate", accumulate)
     resumed = runner.train(config("resumed", "trainer.epochs=3", f"ckpt_path={last}"))
     assert deterministic(read_jsonl(tmp_path / "resumed" / "metrics.jsonl")) == deterministic(
         read_jsonl(tmp_path / "straight" / "metrics.jsonl")
@@ -226,7 +226,7 @@ def test_cli_bad_checkpoint_is_one_clear_line(good_checkpoint, cache, tmp_path):
 # NaN loss
 # ---------------------------------------------------------------------------------------------------------
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_path, monkeypatch):
-    loss_terms = runner.loss_terms
+    loss_terms = loop.loss_terms
     calls = []
 
     def nan_in_epoch_two(model, logits, labels, weights):
@@ -236,7 +236,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_
             terms["cross_entropy"] = terms["cross_entropy"] * float("nan")
         return terms
 
-    monkeypatch.setattr(runner, "loss_terms", nan_in_epoch_two)
+    monkeypatch.setattr(loop, "loss_terms", nan_in_epoch_two)
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 2 batch 1 \(cross_entropy=nan\)"):
         runner.train(config("nan", "trainer.epochs=3"))
     out = tmp_path / "nan"

@@ -12,14 +12,14 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_helpers import cli_env, compose_config, run_cli, tiny_cache, tiny_overrides
 from omegaconf import OmegaConf
-from test_cli_helpers import cli_env, compose_config, run_cli, tiny_cache, tiny_overrides
 
-import nwtrain.train as runner
-from nwtrain import checkpoint
-from nwtrain.divergence import divergence_signs
+import nwtrain.runs as runner
 from nwtrain.errors import DiskFullError, DivergenceError, OutputDirError
-from nwtrain.rundir import lock_run_folder
+from nwtrain.training import checkpoint
+from nwtrain.training.divergence import divergence_signs
+from nwtrain.training.rundir import lock_run_folder
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_the_library_refuses_an_output_folder_another_process_holds(cache, tmp_p
         [
             sys.executable,
             "-c",
-            f"from nwtrain.rundir import lock_run_folder; lock_run_folder({str(run)!r}); "
+            f"from nwtrain.training.rundir import lock_run_folder; lock_run_folder({str(run)!r}); "
             "print('held', flush=True); import time; time.sleep(60)",
         ],
         env=cli_env(),
@@ -127,7 +127,7 @@ def test_the_library_refuses_an_output_folder_another_process_holds(cache, tmp_p
 def test_a_writer_killed_mid_checkpoint_leaves_no_temp_file_after_the_next_start(cache, tmp_path):
     ckpts = tmp_path / "run" / "checkpoints"
     ckpts.mkdir(parents=True)
-    # A writer that dies half-way through its temporary file, as nwtrain.checkpoint names it.
+    # A writer that dies half-way through its temporary file, as nwtrain.training.checkpoint names it.
     writer = subprocess.Popen(
         [
             sys.executable,

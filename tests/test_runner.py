@@ -4,14 +4,14 @@ every experiment for one epoch, and the sweep summary."""
 import json
 
 import pytest
+from cli_helpers import compose_config, deterministic, read_jsonl, tiny_cache, tiny_overrides
 from omegaconf import OmegaConf
-from test_cli_helpers import compose_config, deterministic, read_jsonl, tiny_cache, tiny_overrides
 
-from nwtrain.callbacks import SweepSummary, summarize_sweep
-from nwtrain.checkpoint import load_checkpoint, save_checkpoint
+from nwtrain.cli.callbacks import SweepSummary, summarize_sweep
+from nwtrain.cli.evaluate import evaluate_checkpoint
 from nwtrain.errors import ConfigError
-from nwtrain.evaluate import evaluate_checkpoint
-from nwtrain.train import train
+from nwtrain.runs import train
+from nwtrain.training.checkpoint import load_checkpoint, save_checkpoint
 
 EXPERIMENTS = [
     "yesno_h1v1_plain",
@@ -95,17 +95,19 @@ def test_resume_refuses_a_different_model(run, tmp_path):
 
 
 def test_a_checkpoint_from_before_the_objective_setting_resumes(run, tmp_path):
-    """A checkpoint whose stored config predates ``loss.objective`` (and ``trainer.anneal_epochs``) resumes:
-    a classifier is what it trained; another objective is still a change resume refuses."""
+    """A checkpoint whose stored config predates ``loss.objective``, ``trainer.anneal_epochs`` and the
+    ``quant`` group resumes: a classifier on the variant's grid is what it trained; another objective is
+    still a change resume refuses."""
     run("first")
     ckpt = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.ckpt")
     old = OmegaConf.create(ckpt["config"])
-    del old.loss["objective"], old.trainer["anneal_epochs"]
+    del old.loss["objective"], old.trainer["anneal_epochs"], old["quant"], old.model["quantizer"]
     old_ckpt = tmp_path / "old.ckpt"
     save_checkpoint(old_ckpt, {**ckpt, "config": OmegaConf.to_yaml(old)})
     assert run("resumed", "trainer.epochs=2", f"ckpt_path={old_ckpt}")["epochs_completed"] == 2
     with pytest.raises(
-        ConfigError, match=r"loss\.objective\._target_: None -> 'nwtrain\.objectives\.RateRegression'"
+        ConfigError,
+        match=r"loss\.objective\._target_: None -> 'nwtrain\.training\.objectives\.RateRegression'",
     ):
         run("other", "loss=rate_regression", "trainer.epochs=2", f"ckpt_path={old_ckpt}")
 

@@ -23,9 +23,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-from test_cli_helpers import (
+from cli_helpers import (
     CONF_DIR,
     checkpoint_config,
     cli_env,
@@ -36,14 +34,17 @@ from test_cli_helpers import (
     tiny_cache,
     tiny_overrides,
 )
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-import nwtrain.train as runner
-from nwtrain import chipsim
-from nwtrain.checkpoint import load_checkpoint
+import nwtrain.runs as runner
+from nwtrain.cli.evaluate import evaluate_checkpoint
+from nwtrain.cli.export import export_checkpoint
+from nwtrain.deploy import chipsim
 from nwtrain.errors import CheckpointError, ConfigError, UntrustedFileError
-from nwtrain.evaluate import evaluate_checkpoint
-from nwtrain.export import export_checkpoint
-from nwtrain.trust import TRUSTED_TARGETS, targets
+from nwtrain.training import loop
+from nwtrain.training.checkpoint import load_checkpoint
+from nwtrain.training.trust import TRUSTED_TARGETS, targets
 
 HW = "experiment=yesno_h1v1_hw"
 # The variant anneals to sign-uniform blocks in range, so the run exports without projection.
@@ -212,7 +213,10 @@ def hostile_artefact(good_run: Path, tmp_path: Path) -> Path:
 
 def _chipsim(args, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "nwtrain.chipsim", *map(str, args)], cwd=cwd, capture_output=True, text=True
+        [sys.executable, "-m", "nwtrain.deploy.chipsim", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -286,9 +290,9 @@ def test_predict_with_checkpoint_and_artefact_agree(good_run, tmp_path, mini_spe
 def first_epoch_is_best(monkeypatch):
     """Only epoch 1 can be the best (ties go to the later epoch, and tiny runs tie), so a run resumed at
     a later epoch resumes after its best one."""
-    update = runner.TrainState.update_best
+    update = loop.TrainState.update_best
     monkeypatch.setattr(
-        runner.TrainState,
+        loop.TrainState,
         "update_best",
         lambda self, acc, patience: update(self, acc if self.epoch == 1 else -1.0, patience),
     )

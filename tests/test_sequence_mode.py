@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from nwtrain.core.quant import TernaryQuantizer
 from nwtrain.layers import (
     H1v1Frontend,
     H1v1Layer,
@@ -15,7 +16,6 @@ from nwtrain.layers import (
     LIFSynapse,
     prepare_net,
 )
-from nwtrain.quant import TernaryQuantizer
 
 
 def build(kind):

@@ -6,20 +6,15 @@ import json
 
 import pytest
 import torch
-from test_cli_helpers import checkpoint_config, compose_config, tiny_cache, tiny_overrides
+from cli_helpers import checkpoint_config, compose_config, tiny_cache, tiny_overrides
 from torch.utils.data import DataLoader
 
+from nwtrain.cli.evaluate import evaluate_checkpoint
+from nwtrain.cli.export import export_checkpoint
+from nwtrain.deploy.mismatch import ChipInstance, instance_seed, yield_stats
 from nwtrain.errors import ConfigError
-from nwtrain.evaluate import (
-    ChipInstance,
-    evaluate_checkpoint,
-    instance_seed,
-    load_model,
-    load_run,
-    yield_stats,
-)
-from nwtrain.export import export_checkpoint
-from nwtrain.train import evaluate, train
+from nwtrain.runs import load_model, load_run, train
+from nwtrain.training.evaluation import evaluate
 
 # A tiny H1v1 run whose output layer fires (see test_deploy.py), trained without mismatch.
 TINY = ["model.hidden_size=16", "trainer.epochs=10", "optim.lr_core=1e-2", "model.dense_init_bound=0.9"]

@@ -4,8 +4,8 @@ design rules. Models, config validation, evaluation, export and the simulator as
 names a chip. Adding a chip is one module calling ``register`` (imported at the end of this file) and one
 ``conf/chip`` file (docs/chip_model.md, "Chips as specs").
 
-This package imports neither torch nor ``nwtrain.layers``: the layers read the chips' constants, so a spec
-reaches its classes through ``parts()``, called when a network is built.
+Each chip module defines its layer and synapse classes on the generic ones of ``nwtrain.core.layers``;
+a spec hands them out through ``parts()``, called when a network is built.
 """
 
 # `# fmt: skip` below keeps a layer's keyword arguments on two lines: one per line would make each chip's
@@ -66,7 +66,7 @@ class ChipSpec:
     ``core_sizes`` are the neurons of each core after the front end (the front-end neurons, one per
     filter, are not counted); empty: no cores and no budget (the LIF baseline). ``weight_bits`` None: no
     weight memory. ``frontend_bands_per_octave`` None: any filterbank density; else the chip's own.
-    ``transfer`` describes the dense synapse's transfer in the artefact (``nwtrain.chipsim``) and
+    ``transfer`` describes the dense synapse's transfer in the artefact (``nwtrain.deploy.chipsim``) and
     ``artefact_constants`` the constants export.json records beyond those of the layer class.
     """
 
@@ -156,4 +156,4 @@ def get_chip(name: str) -> ChipSpec:
 
 
 # The shipped chips register themselves; the LIF baseline first, the order messages list them in.
-from . import lif, h1v1, h1v2  # noqa: E402, F401, I001
+from nwtrain.chips import lif, h1v1, h1v2  # noqa: E402, F401, I001

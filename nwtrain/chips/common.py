@@ -1,10 +1,9 @@
-"""What the Neuronova chips share, in SI units, each with its source or reason: the routing rule, the
+"""What the Neuronova chips share, in SI units, each with its source or reason: the
 16-filter front end and the subthreshold physics behind the leak mismatch. "Tutorial 1/2/4" are the vendor
 tutorials in ``shared/seeds``; where they are silent the value is our design choice, argued in
 ``docs/chip_model.md``.
 """
 
-SIGN_BLOCK_SIZE = 5  # tutorial 1 section 4f: per input row, output columns [0:5), [5:10), ... share a sign
 THERMAL_VOLTAGE_V = 0.02585  # kT/q at 300 K
 SUBTHRESHOLD_SLOPE_N = 1.3  # typical subthreshold slope factor of a bulk CMOS transistor
 

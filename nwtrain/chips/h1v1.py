@@ -7,8 +7,14 @@ of ``PULSE_WIDTH_S`` into the membrane capacitor ``C_MEM_F``. Membranes, thresho
 # `# fmt: skip` below keeps a layer's keyword arguments on two lines: one per line would make each chip's
 # parts a column of names that reads longer than what it builds.
 
-from . import ChipParts, ChipSpec, register
-from .common import FILTERBANK_BANDS_PER_OCTAVE, FRONTEND_CHANNELS, leak_lognormal_sigma
+import warnings
+
+import torch
+from torch import nn
+
+from nwtrain.chips import ChipParts, ChipSpec, register
+from nwtrain.chips.common import FILTERBANK_BANDS_PER_OCTAVE, FRONTEND_CHANNELS, leak_lognormal_sigma
+from nwtrain.core.layers import ChipLayer, Diagonal, InitFn, Synapse
 
 V_THRESHOLD_V = 0.2040  # tutorial 1 section 4b: chip-wide `_vt` 0.2040 for every layer and tau
 WEIGHT_LIMIT_V = 0.9  # tutorial 1 section 4f: floating-gate weight range [-0.9, 0.9]
@@ -30,11 +36,97 @@ CORE_SIZES = (64, 64, 64, 64)  # SDK chip overview: after the front end, 4 cores
 FRONTEND_GAIN = 0.5  # design: mid-range gain, ~11.7 nA per unit of filterbank envelope (the SDK's default)
 
 
+class H1v1Transfer:
+    """H1v1 transconductor: I[nA] = I_B * tanh(w / (lif_threshold * W_S)) (the constants above)."""
+
+    I_B_NA = SYN_BIAS_CURRENT_A / CURRENT_UNIT_A
+
+    def transfer(self, w):
+        return self.I_B_NA * torch.tanh(w / (self.lif_threshold * SYN_LINEAR_RANGE_V))
+
+
+class H1v1Layer(H1v1Transfer, ChipLayer):
+    """H1v1 neuron: linear leak, chip-wide threshold 0.204 V, zero reset, membrane >= 0.
+
+    Its input is the synaptic current in nA (from ``H1v1Synapse`` / ``H1v1Frontend``); each input spike
+    delivers a pulse of ``H1V1_PULSE_WIDTH_S`` into ``H1V1_C_MEM_F``, i.e. 0.01 V per nA. Recurrent weights
+    (RC) pass the same transconductor.
+    """
+
+    WEIGHT_LIMIT_V = WEIGHT_LIMIT_V
+    SYNAPTIC_MISMATCH = True
+
+    V_THRESHOLD_V = V_THRESHOLD_V
+    TAU_PROFILES_S = TAU_PROFILES_S
+    C_MEM_F = C_MEM_F
+    LEAK_LOGNORMAL_SIGMA = LEAK_LOGNORMAL_SIGMA
+    RESET = "zero"
+    VOLTS_PER_NA = CURRENT_UNIT_A * PULSE_WIDTH_S / C_MEM_F
+
+    def _step_fn(self, mem, current_na, vleak, vt):
+        return super()._step_fn(mem, current_na * self.VOLTS_PER_NA, vleak, vt)
+
+    def _fused(self, mem, current_na, recurrent, spk):
+        return super()._fused(mem, current_na, recurrent, spk, scale=self.VOLTS_PER_NA)
+
+
+class H1v1Synapse(H1v1Transfer, Synapse):
+    """Dense H1v1 synapse, output current in nA. Weight range [-0.9, 0.9], sign blocks of 5.
+
+    ``quantization_bit=b`` fake-quantises to ``2**b`` levels over the range (hard clamp included);
+    ``stddev`` adds Gaussian programming offsets per chip instance; ``lif_threshold`` is the LIF
+    threshold the weights are expressed against (weights are divided by it before the transfer).
+    """
+
+    WEIGHT_LIMIT_V = WEIGHT_LIMIT_V
+    SIGN_BLOCKS = True
+
+    def __init__(
+        self,
+        nb_inputs: int,
+        nb_outputs: int,
+        init: InitFn | None = None,
+        quantization_bit: int | None = None,
+        stddev: float = 0.0,
+        lif_threshold: float = 1.0,
+        device=None,
+    ):
+        quantizer = self._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
+        super().__init__((nb_inputs, nb_outputs), nb_inputs, init, quantizer, stddev, device)
+        self.lif_threshold = float(lif_threshold)
+
+
+class H1v1Frontend(Diagonal, H1v1Transfer, Synapse):
+    """Trainable per-channel gain between the 16-channel filterbank and the first H1v1 layer.
+
+    ``I_c = x_c * I_B * tanh(w_c / W_S)`` for each channel ``c`` (a diagonal H1v1 synapse).
+    """
+
+    WEIGHT_LIMIT_V = WEIGHT_LIMIT_V
+
+    def __init__(
+        self,
+        nb_inputs: int = FRONTEND_CHANNELS,
+        init: InitFn | None = None,
+        quantization_bit: int | None = None,
+        stddev: float = 0.0,
+        lif_threshold: float = 1.0,
+        device=None,
+    ):
+        if nb_inputs != FRONTEND_CHANNELS:
+            warnings.warn(
+                f"Frontend on chip uses {FRONTEND_CHANNELS} filters. Using a different amount of "
+                f"neurons {nb_inputs} is allowed but not respecting the chip constraints.",
+                UserWarning,
+                stacklevel=2,
+            )
+        quantizer = self._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
+        init = init or (lambda w: nn.init.constant_(w, FRONTEND_GAIN))
+        super().__init__((nb_inputs,), 1, init, quantizer, stddev, device)
+        self.lif_threshold = float(lif_threshold)
+
+
 def _parts() -> ChipParts:
-    from torch import nn
-
-    from ..layers import H1v1Frontend, H1v1Layer, H1v1Synapse
-
     def frontend(n_channels, gain, quantization_bit, device):
         return H1v1Frontend(
             n_channels, init=lambda w: nn.init.constant_(w, gain), quantization_bit=quantization_bit,

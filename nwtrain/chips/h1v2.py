@@ -1,14 +1,17 @@
 """Neuronova H1v2: linear-leak neurons with subtraction reset, linear synapses, weights in [-1.66, 1.66] V.
 
 Synaptic outputs are membrane increments in V (tutorial 2: ``dV = fo * w``). H1v2 has no front-end class of
-its own: its front end is a per-channel gain made of its synapse (``nwtrain.models.diagonal``).
+its own: its front end is a per-channel gain made of its synapse (``nwtrain.models.kws.diagonal``).
 """
 
 # `# fmt: skip` below keeps a layer's keyword arguments on two lines: one per line would make each chip's
 # parts a column of names that reads longer than what it builds.
 
-from . import ChipParts, ChipSpec, register
-from .common import FILTERBANK_BANDS_PER_OCTAVE, leak_lognormal_sigma
+from torch import nn
+
+from nwtrain.chips import ChipParts, ChipSpec, register
+from nwtrain.chips.common import FILTERBANK_BANDS_PER_OCTAVE, leak_lognormal_sigma
+from nwtrain.core.layers import ChipLayer, InitFn, Synapse, diagonal
 
 V_THRESHOLD_V = 0.3226  # tutorial 2 section 4: `_vt` 0.3226 V
 WEIGHT_LIMIT_V = 1.66  # tutorial 2 section 7: weight range [-1.66, 1.66]
@@ -32,15 +35,55 @@ CORE_SIZES = (
 FRONTEND_GAIN = WEIGHT_LIMIT_V
 
 
+class H1v2Transfer:
+    """H1v2 synapse: linear gain, dV[V] = fo * w / lif_threshold (``SYN_GAIN_V``)."""
+
+    def transfer(self, w):
+        return SYN_GAIN_V / self.lif_threshold * w
+
+
+class H1v2Layer(H1v2Transfer, ChipLayer):
+    """H1v2 neuron: linear leak, chip-wide threshold 0.3226 V, subtraction reset, membrane >= 0.
+
+    Its input is the membrane increment in V (``H1v2Synapse``: dV = fo * w); so is its recurrent input (RC),
+    through the same linear gain.
+    """
+
+    WEIGHT_LIMIT_V = WEIGHT_LIMIT_V
+    SYNAPTIC_MISMATCH = False
+
+    V_THRESHOLD_V = V_THRESHOLD_V
+    TAU_PROFILES_S = TAU_PROFILES_S
+    C_MEM_F = C_MEM_F
+    LEAK_LOGNORMAL_SIGMA = LEAK_LOGNORMAL_SIGMA
+    RESET = "subtraction"
+
+
+class H1v2Synapse(H1v2Transfer, Synapse):
+    """Dense H1v2 synapse: linear gain, ``dV = fo * w / lif_threshold`` in V; range [-1.66, 1.66], sign
+    blocks of 5. H1v2 has no synaptic mismatch (no ``stddev``)."""
+
+    WEIGHT_LIMIT_V = WEIGHT_LIMIT_V
+    SIGN_BLOCKS = True
+
+    def __init__(
+        self,
+        nb_inputs: int,
+        nb_outputs: int,
+        init: InitFn | None = None,
+        quantization_bit: int | None = None,
+        lif_threshold: float = 1.0,
+        device=None,
+    ):
+        quantizer = self._range_quantizer(quantization_bit, self.WEIGHT_LIMIT_V)
+        super().__init__((nb_inputs, nb_outputs), nb_inputs, init, quantizer, 0.0, device)
+        self.lif_threshold = float(lif_threshold)
+
+
 def _parts() -> ChipParts:
-    from torch import nn
-
-    from ..layers import H1v2Layer, H1v2Synapse
-    from ..models import diagonal
-
     def frontend(n_channels, gain, quantization_bit, device):
         return diagonal(H1v2Synapse)(
-            1, n_channels, init=lambda w: nn.init.constant_(w, gain), quantization_bit=quantization_bit,
+            n_channels, init=lambda w: nn.init.constant_(w, gain), quantization_bit=quantization_bit,
             device=device,
         )  # fmt: skip
 

@@ -1,11 +1,15 @@
 """The software leaky integrate-and-fire baseline: no chip, so no cores, no budget and no weight memory;
 exponential leak, threshold 1, subtraction reset. Its front end is a per-channel gain made of its synapse
-(``nwtrain.models.diagonal``)."""
+(``nwtrain.models.kws.diagonal``)."""
 
 # `# fmt: skip` below keeps a layer's keyword arguments on two lines: one per line would make each chip's
 # parts a column of names that reads longer than what it builds.
 
-from . import ChipParts, ChipSpec, register
+from torch import nn
+
+from nwtrain.chips import ChipParts, ChipSpec, register
+from nwtrain.core.layers import LIFLayer, LIFSynapse, diagonal
+from nwtrain.core.quant import RangeQuantizer
 
 # LIF has no chip range; its threshold (1.0) is the natural unit: a single weight beyond it makes a spike
 # on its own, so the soft wall and the quantiser range of the baseline sit there.
@@ -16,18 +20,12 @@ FRONTEND_GAIN = 0.57
 
 
 def _parts() -> ChipParts:
-    from torch import nn
-
-    from ..layers import LIFLayer, LIFSynapse
-    from ..models import diagonal
-    from ..quant import RangeQuantizer
-
     def quantizer(bits):
         return None if bits is None else RangeQuantizer(bits, WEIGHT_LIMIT)
 
     def frontend(n_channels, gain, quantization_bit, device):
         return diagonal(LIFSynapse)(
-            1, n_channels, init=lambda w: nn.init.constant_(w, gain), quantizer=quantizer(quantization_bit),
+            n_channels, init=lambda w: nn.init.constant_(w, gain), quantizer=quantizer(quantization_bit),
             device=device,
         )  # fmt: skip
 

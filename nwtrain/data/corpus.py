@@ -28,6 +28,7 @@ index), so a word's clips do not depend on which other words are generated.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
@@ -481,6 +482,43 @@ def _write_split_lists(corpus: Path, words: Sequence[str], splits: dict[str, str
     _write_text_atomic(corpus / TESTING_LIST, "".join(f"{line}\n" for line in lists["test"]))
 
 
+def corpus_folder(root: str | Path | None, key: str, seed: int, clips_per_word: int) -> Path:
+    """``<root>/espeak-seed<seed>-n<clips>-<key>`` (root: ``<cache dir>/corpus``), created."""
+    parent = Path(root).expanduser() if root is not None else default_cache_dir() / "corpus"
+    corpus = parent / f"espeak-seed{seed}-n{clips_per_word}-{key[:12]}"
+    corpus.mkdir(parents=True, exist_ok=True)
+    return corpus
+
+
+def completed_words(corpus: Path, manifest_path: Path) -> dict:
+    """The words the manifest records with all their clips on disk; any other folder is removed."""
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    done = {
+        w: info
+        for w, info in manifest.get("words", {}).items()
+        if len(list((corpus / w).glob("*.wav"))) == info["clips"]
+    }
+    # Staging folders and word folders the manifest does not vouch for are leftovers of an interrupted
+    # run; left in place, a reader would take their validation and test voices for training data.
+    for leftover in corpus.iterdir():
+        if leftover.is_dir() and leftover.name not in done and leftover.name != BACKGROUND_NOISE_DIR:
+            shutil.rmtree(leftover)
+    return done
+
+
+def corpus_manifest(engine: str, seed: int, clips_per_word: int, splits: dict, done: dict) -> dict:
+    """manifest.json: the corpus recipe, its speakers' splits and the completed words."""
+    return {
+        "version": CORPUS_VERSION,
+        "espeak": engine,
+        "seed": seed,
+        "clips_per_word": clips_per_word,
+        "sample_rate": CORPUS_SAMPLE_RATE,
+        "speakers": {v: {"id": speaker_id(v), "split": s} for v, s in sorted(splits.items())},
+        "words": dict(sorted(done.items())),
+    }
+
+
 def ensure_embedded_corpus(
     root: str | Path | None = None,
     words: Sequence[str] | None = None,
@@ -517,25 +555,11 @@ def ensure_embedded_corpus(
     key = content_key(
         {"version": CORPUS_VERSION, "espeak": engine, "seed": seed, "clips_per_word": clips_per_word}
     )
-    corpus = Path(root).expanduser() if root is not None else default_cache_dir() / "corpus"
-    corpus = corpus / f"espeak-seed{seed}-n{clips_per_word}-{key[:12]}"
-    corpus.mkdir(parents=True, exist_ok=True)
-    import fcntl  # POSIX only, so imported here: reading datasets needs no lock
-
+    corpus = corpus_folder(root, key, seed, clips_per_word)
     with open(corpus / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then finds the words done
         manifest_path = corpus / MANIFEST
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        done = {
-            w: info
-            for w, info in manifest.get("words", {}).items()
-            if len(list((corpus / w).glob("*.wav"))) == info["clips"]
-        }
-        # Staging folders and word folders the manifest does not vouch for are leftovers of an interrupted
-        # run; left in place, a reader would take their validation and test voices for training data.
-        for leftover in corpus.iterdir():
-            if leftover.is_dir() and leftover.name not in done and leftover.name != BACKGROUND_NOISE_DIR:
-                shutil.rmtree(leftover)
+        done = completed_words(corpus, manifest_path)
         missing = [w for w in words if w not in done]
         splits = speaker_splits(seed)
         if missing or not (corpus / VALIDATION_LIST).is_file() or not _noises_complete(corpus):
@@ -546,15 +570,7 @@ def ensure_embedded_corpus(
                 )
                 for word in missing:
                     done[word] = _generate_word(corpus, word, seed, clips_per_word, splits, noises, bar, task)
-                    manifest = {
-                        "version": CORPUS_VERSION,
-                        "espeak": engine,
-                        "seed": seed,
-                        "clips_per_word": clips_per_word,
-                        "sample_rate": CORPUS_SAMPLE_RATE,
-                        "speakers": {v: {"id": speaker_id(v), "split": s} for v, s in sorted(splits.items())},
-                        "words": dict(sorted(done.items())),
-                    }
+                    manifest = corpus_manifest(engine, seed, clips_per_word, splits, done)
                     _write_text_atomic(manifest_path, json.dumps(manifest, indent=1))
             _write_split_lists(corpus, sorted(done), splits)
     return corpus

@@ -83,6 +83,92 @@ class FeatureDataset(Dataset):
         return self.features[i], self.labels[i]
 
 
+def check_options(task, layout, on_bad_file, recording_duration_s, test_speakers, extra_classes) -> None:
+    """ValueError for ``NWaveDataGen`` options that contradict each other or name nothing."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if on_bad_file not in ON_BAD_FILE:
+        raise ValueError(f"on_bad_file must be one of {ON_BAD_FILE}, got {on_bad_file!r}")
+    if recording_duration_s <= 0:
+        raise ValueError(f"recording_duration_s must be positive, got {recording_duration_s}")
+    if layout == "speech_commands" and test_speakers:
+        raise ValueError("test_speakers applies to a class-folder tree; Speech Commands keeps its lists")
+    if layout == "folder" and extra_classes:
+        raise ValueError(
+            "unknown/silence classes need layout='speech_commands' (its other words and "
+            "_background_noise_ recordings)"
+        )
+
+
+def chip_filterbank(
+    sample_rate: int, sim_time_s: float, bands_per_octave: int, compression: str, floor_db: float
+):
+    """The chip's constant-Q filterbank with ``bands_per_octave`` bands (2: the chip's own 16 filters)."""
+    centre_freqs_hz, q = constant_q_bank(bands_per_octave)
+    return ChipFilterbank(
+        sample_rate,
+        sim_time_s,
+        centre_freqs_hz=centre_freqs_hz,
+        q=q,
+        compression=compression,
+        floor_db=floor_db,
+    )
+
+
+def read_splits(
+    root: Path,
+    task,
+    layout,
+    config,
+    duration_s,
+    words,
+    unknown,
+    silence,
+    extra_class_ratio,
+    split_by,
+    speaker_pattern,
+    test_speakers,
+    cv_folds,
+    cv_fold,
+) -> DatasetSplits:
+    """The examples of ``root`` by split, read in its layout (``NWaveDataGen``'s arguments), and with
+    ``cv_folds`` the cross-validation fold ``cv_fold`` of its speakers."""
+    if task == "regression":
+        splits = read_regression(root, config.val_split, config.test_split, config.random_state)
+    elif layout == "speech_commands":
+        splits = read_speech_commands(
+            root,
+            words,
+            unknown=unknown,
+            silence=silence,
+            extra_class_ratio=extra_class_ratio,
+            random_state=config.random_state,
+            clip_duration_s=duration_s,
+        )
+    else:
+        splits = read_class_folders(
+            root,
+            words,
+            val_split=config.val_split,
+            test_split=config.test_split,
+            random_state=config.random_state,
+            split_by=split_by,
+            speaker_pattern=speaker_pattern,
+            test_speakers=test_speakers,
+        )
+    if cv_folds:
+        splits = speaker_folds(
+            splits,
+            cv_folds,
+            cv_fold,
+            speaker_pattern=speaker_pattern,
+            random_state=config.random_state,
+        )
+    return splits
+
+
 class NWaveDataGen:
     """Chip-filterbank features of an audio dataset, served as train/val/test DataLoaders.
 
@@ -149,77 +235,37 @@ class NWaveDataGen:
         use_cache: bool = True,
         progress: bool = True,
     ):
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        if on_bad_file not in ON_BAD_FILE:
-            raise ValueError(f"on_bad_file must be one of {ON_BAD_FILE}, got {on_bad_file!r}")
-        if recording_duration_s <= 0:
-            raise ValueError(f"recording_duration_s must be positive, got {recording_duration_s}")
-        if layout == "speech_commands" and test_speakers:
-            raise ValueError("test_speakers applies to a class-folder tree; Speech Commands keeps its lists")
-        if layout == "folder" and (unknown or silence):
-            raise ValueError(
-                "unknown/silence classes need layout='speech_commands' (its other words and "
-                "_background_noise_ recordings)"
-            )
+        check_options(task, layout, on_bad_file, recording_duration_s, test_speakers, unknown or silence)
         self.config = dataloader_config or NWaveDataloaderConfig()
         self.root = Path(data_parent).expanduser()
         self.sample_rate = int(sample_rate)
         self.recording_duration_s = float(recording_duration_s)
-        self.return_filename = return_filename
-        self.on_bad_file = on_bad_file
+        self.return_filename, self.on_bad_file = return_filename, on_bad_file
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        self.use_cache = use_cache
-        self.progress = progress
-        centre_freqs_hz, q = constant_q_bank(bands_per_octave)
-        self.filterbank = ChipFilterbank(
-            self.sample_rate,
-            sim_time_s,
-            centre_freqs_hz=centre_freqs_hz,
-            q=q,
-            compression=compression,
-            floor_db=compression_floor_db,
+        self.use_cache, self.progress = use_cache, progress
+        self.filterbank = chip_filterbank(
+            self.sample_rate, sim_time_s, bands_per_octave, compression, compression_floor_db
         )
         self.n_samples = round(self.recording_duration_s * self.sample_rate)
         self.n_bins = self.filterbank.n_bins(self.n_samples)
         self.task = task
-        if task == "regression":
-            self.splits: DatasetSplits = read_regression(
-                self.root, self.config.val_split, self.config.test_split, self.config.random_state
-            )
-        elif layout == "speech_commands":
-            self.splits = read_speech_commands(
-                self.root,
-                words,
-                unknown=unknown,
-                silence=silence,
-                extra_class_ratio=extra_class_ratio,
-                random_state=self.config.random_state,
-                clip_duration_s=self.recording_duration_s,
-            )
-        else:
-            self.splits = read_class_folders(
-                self.root,
-                words,
-                val_split=self.config.val_split,
-                test_split=self.config.test_split,
-                random_state=self.config.random_state,
-                split_by=split_by,
-                speaker_pattern=speaker_pattern,
-                test_speakers=test_speakers,
-            )
-        if cv_folds:
-            self.splits = speaker_folds(
-                self.splits,
-                cv_folds,
-                cv_fold,
-                speaker_pattern=speaker_pattern,
-                random_state=self.config.random_state,
-            )
-        self.skipped_files: list[str] = []
-        self.loaded_from_cache = False
+        self.splits = read_splits(
+            self.root,
+            task,
+            layout,
+            self.config,
+            self.recording_duration_s,
+            words,
+            unknown,
+            silence,
+            extra_class_ratio,
+            split_by,
+            speaker_pattern,
+            test_speakers,
+            cv_folds,
+            cv_fold,
+        )
+        self.skipped_files, self.loaded_from_cache = [], False  # what the last load left out, and how
         self._datasets: dict[str, FeatureDataset] | None = None
 
     @property

@@ -56,19 +56,19 @@ class DatasetSplits:
         return getattr(self, name)
 
 
-def _contents(folder: Path) -> list[str]:
+def folder_contents(folder: Path) -> list[str]:
     """What a folder holds (the first 30 names), for error messages."""
     return sorted(p.name for p in folder.iterdir())[:30] if folder.is_dir() else []
 
 
-def _require_dir(root: Path, what: str) -> Path:
+def require_dir(root: Path, what: str) -> Path:
     root = Path(root).expanduser()
     if root.is_dir():
         return root
     parent = root.parent
     while not parent.is_dir() and parent != parent.parent:
         parent = parent.parent
-    raise FileNotFoundError(f"{what} {root} does not exist; {parent} contains: {_contents(parent)}")
+    raise FileNotFoundError(f"{what} {root} does not exist; {parent} contains: {folder_contents(parent)}")
 
 
 def _class_dirs(root: Path) -> list[str]:
@@ -87,7 +87,7 @@ def _audio_files(folder: Path) -> list[Path]:
 def _select_words(root: Path, available: list[str], words: Sequence[str] | None) -> list[str]:
     if words is None:
         if not available:
-            raise ValueError(f"{root} contains no class folders; found: {_contents(root)}")
+            raise ValueError(f"{root} contains no class folders; found: {folder_contents(root)}")
         return available
     words = list(words)
     if not words:
@@ -100,7 +100,7 @@ def _select_words(root: Path, available: list[str], words: Sequence[str] | None)
     return words
 
 
-def _check_fractions(val_split: float, test_split: float) -> None:
+def check_fractions(val_split: float, test_split: float) -> None:
     if not (0 <= val_split < 1 and 0 <= test_split < 1 and val_split + test_split < 1):
         raise ValueError(
             f"need 0 <= val_split, test_split and val_split + test_split < 1; "
@@ -129,40 +129,18 @@ def read_speech_commands(
     every recording, see ``NOISE_REGIONS``). Each extra class gets ``extra_class_ratio`` times the mean
     size of a word class in the same split. Draws are seeded by ``random_state``.
     """
-    root = _require_dir(Path(root), "Speech Commands root")
-    lists = {}
-    for split, name in (("val", VALIDATION_LIST), ("test", TESTING_LIST)):
-        path = root / name
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} is missing: not a Speech Commands tree? {root} contains: {_contents(root)}"
-            )
-        lists[split] = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    root = require_dir(Path(root), "Speech Commands root")
+    lists = split_lists(root)
     if extra_class_ratio < 0:
         raise ValueError(f"extra_class_ratio must be >= 0, got {extra_class_ratio}")
     available = _class_dirs(root)
     words = _select_words(root, available, words)
-    classes = list(words)
-
-    def split_of(word: str, path: Path) -> str:
-        rel = f"{word}/{path.name}"
-        return "val" if rel in lists["val"] else "test" if rel in lists["test"] else "train"
-
-    def clips_by_split(word: str) -> dict[str, list[ClipRef]]:
-        out: dict[str, list[ClipRef]] = {s: [] for s in SPLITS}
-        for path in _audio_files(root / word):
-            out[split_of(word, path)].append(ClipRef(path))
-        return out
-
-    result = DatasetSplits(classes)
+    result = DatasetSplits(list(words))
     for label, word in enumerate(words):
-        for split, clips in clips_by_split(word).items():
+        for split, clips in listed_clips(root, word, lists).items():
             result.split(split).extend(Example(c, label) for c in clips)
     word_counts = {s: len(result.split(s)) for s in SPLITS}
-
-    def n_extra(split: str) -> int:
-        return round(extra_class_ratio * word_counts[split] / len(words))
-
+    n_extra = {s: round(extra_class_ratio * word_counts[s] / len(words)) for s in SPLITS}
     if unknown:
         others = [w for w in available if w not in words]
         if not others:
@@ -171,41 +149,102 @@ def read_speech_commands(
             )
         pool: dict[str, list[ClipRef]] = {s: [] for s in SPLITS}
         for word in others:
-            for split, clips in clips_by_split(word).items():
+            for split, clips in listed_clips(root, word, lists).items():
                 pool[split].extend(clips)
-        label = len(classes)
-        classes.append(UNKNOWN_CLASS)
-        for i, split in enumerate(SPLITS):
-            rng = np.random.default_rng([random_state, i, 1])
-            n = min(n_extra(split), len(pool[split]))
-            picked = sorted(rng.choice(len(pool[split]), size=n, replace=False))
-            result.split(split).extend(Example(pool[split][j], label) for j in picked)
-
+        add_drawn_class(result, UNKNOWN_CLASS, pool, n_extra, random_state)
     if silence:
-        noise_dir = root / BACKGROUND_NOISE_DIR
-        noises = _audio_files(noise_dir) if noise_dir.is_dir() else []
-        if not noises:
-            raise FileNotFoundError(
-                f"silence=True needs recordings in {noise_dir}; {root} contains: {_contents(root)}"
-            )
-        durations = []
-        for path in noises:
-            try:
-                durations.append(sf.info(str(path)).duration)
-            except (RuntimeError, OSError) as exc:
-                raise AudioFileError(f"{path}: cannot be read as audio ({exc})") from exc
-        label = len(classes)
-        classes.append(SILENCE_CLASS)
-        for i, split in enumerate(SPLITS):
-            rng = np.random.default_rng([random_state, i, 2])
-            lo, hi = NOISE_REGIONS[split]
-            for _ in range(n_extra(split)):
-                k = int(rng.integers(len(noises)))
-                start = lo * durations[k] + rng.random() * max(
-                    0.0, (hi - lo) * durations[k] - clip_duration_s
-                )
-                result.split(split).append(Example(ClipRef(noises[k], round(start, 3)), label))
+        add_silence_class(result, root, n_extra, random_state, clip_duration_s)
     return result
+
+
+def split_lists(root: Path) -> dict[str, set[str]]:
+    """The clips ``validation_list.txt`` and ``testing_list.txt`` of a Speech Commands tree name, by split."""
+    lists = {}
+    for split, name in (("val", VALIDATION_LIST), ("test", TESTING_LIST)):
+        path = root / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: not a Speech Commands tree? {root} contains: {folder_contents(root)}"
+            )
+        lists[split] = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    return lists
+
+
+def listed_clips(root: Path, word: str, lists: dict[str, set[str]]) -> dict[str, list[ClipRef]]:
+    """The clips of ``word``'s folder by split: a listed clip in its list's split, any other in training."""
+    out: dict[str, list[ClipRef]] = {s: [] for s in SPLITS}
+    for path in _audio_files(root / word):
+        rel = f"{word}/{path.name}"
+        out["val" if rel in lists["val"] else "test" if rel in lists["test"] else "train"].append(
+            ClipRef(path)
+        )
+    return out
+
+
+def add_drawn_class(
+    result: DatasetSplits, name: str, pool: dict[str, list[ClipRef]], n: dict[str, int], random_state: int
+) -> None:
+    """A class ``name`` of ``n[split]`` clips drawn without replacement from ``pool[split]`` per split."""
+    label = len(result.classes)
+    result.classes.append(name)
+    for i, split in enumerate(SPLITS):
+        rng = np.random.default_rng([random_state, i, 1])
+        k = min(n[split], len(pool[split]))
+        picked = sorted(rng.choice(len(pool[split]), size=k, replace=False))
+        result.split(split).extend(Example(pool[split][j], label) for j in picked)
+
+
+def add_silence_class(
+    result: DatasetSplits, root: Path, n: dict[str, int], random_state: int, clip_duration_s: float
+) -> None:
+    """The ``_silence_`` class: ``n[split]`` crops of ``clip_duration_s`` from the background-noise
+    recordings, each split from its own stretch of every recording (``NOISE_REGIONS``)."""
+    noise_dir = root / BACKGROUND_NOISE_DIR
+    noises = _audio_files(noise_dir) if noise_dir.is_dir() else []
+    if not noises:
+        raise FileNotFoundError(
+            f"silence=True needs recordings in {noise_dir}; {root} contains: {folder_contents(root)}"
+        )
+    durations = []
+    for path in noises:
+        try:
+            durations.append(sf.info(str(path)).duration)
+        except (RuntimeError, OSError) as exc:
+            raise AudioFileError(f"{path}: cannot be read as audio ({exc})") from exc
+    label = len(result.classes)
+    result.classes.append(SILENCE_CLASS)
+    for i, split in enumerate(SPLITS):
+        rng = np.random.default_rng([random_state, i, 2])
+        lo, hi = NOISE_REGIONS[split]
+        for _ in range(n[split]):
+            k = int(rng.integers(len(noises)))
+            start = lo * durations[k] + rng.random() * max(0.0, (hi - lo) * durations[k] - clip_duration_s)
+            result.split(split).append(Example(ClipRef(noises[k], round(start, 3)), label))
+
+
+def split_each_class(result: DatasetSplits, classes, files: dict, val_split, test_split, rng) -> None:
+    """Each class's clips shuffled by ``rng``: the first ``round(n * test_split)`` to test, the next
+    ``round(n * val_split)`` to val, the rest to train (stratified)."""
+    for label, cls in enumerate(classes):
+        order = rng.permutation(len(files[cls]))
+        n_test = round(len(order) * test_split)
+        n_val = round(len(order) * val_split)
+        for rank, j in enumerate(order):
+            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            result.split(split).append(Example(ClipRef(files[cls][j]), label))
+
+
+def hold_out_speakers(
+    result: DatasetSplits, root: Path, classes: list[str], files: dict, speakers: dict, test_speakers
+) -> None:
+    """The clips of ``test_speakers`` become the test split and leave ``files`` (the rest is split later)."""
+    unknown = sorted(set(test_speakers) - set(speakers.values()))
+    if unknown:
+        found = ", ".join(sorted(set(speakers.values())))
+        raise ValueError(f"test_speakers {unknown} are not speakers of {root} (it has: {found})")
+    for label, cls in enumerate(classes):
+        result.test.extend(Example(ClipRef(p), label) for p in files[cls] if speakers[p] in test_speakers)
+        files[cls] = [p for p in files[cls] if speakers[p] not in test_speakers]
 
 
 def speaker_of(name: str, patterns: Sequence[str]) -> str:
@@ -323,12 +362,12 @@ def read_class_folders(
     """
     if split_by not in (None, "speaker"):
         raise ValueError(f"split_by must be None or 'speaker', got {split_by!r}")
-    _check_fractions(val_split, test_split)
+    check_fractions(val_split, test_split)
     if test_speakers and test_split:
         raise ValueError(f"test_speakers={list(test_speakers)} make the test split: test_split must be 0")
     if speaker_pattern is not None and re.compile(speaker_pattern).groups < 1:
         raise ValueError(f"speaker_pattern {speaker_pattern!r} needs a capturing group for the speaker")
-    root = _require_dir(Path(root), "data root")
+    root = require_dir(Path(root), "data root")
     classes = _select_words(root, _class_dirs(root), words)
     files = {}
     for cls in classes:
@@ -343,22 +382,10 @@ def read_class_folders(
         else {}
     )
     if test_speakers:
-        unknown = sorted(set(test_speakers) - set(speakers.values()))
-        if unknown:
-            found = ", ".join(sorted(set(speakers.values())))
-            raise ValueError(f"test_speakers {unknown} are not speakers of {root} (it has: {found})")
-        for label, cls in enumerate(classes):
-            result.test.extend(Example(ClipRef(p), label) for p in files[cls] if speakers[p] in test_speakers)
-            files[cls] = [p for p in files[cls] if speakers[p] not in test_speakers]
+        hold_out_speakers(result, root, classes, files, speakers, test_speakers)
     rng = np.random.default_rng(random_state)
     if split_by is None:
-        for label, cls in enumerate(classes):
-            order = rng.permutation(len(files[cls]))
-            n_test = round(len(order) * test_split)
-            n_val = round(len(order) * val_split)
-            for rank, j in enumerate(order):
-                split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-                result.split(split).append(Example(ClipRef(files[cls][j]), label))
+        split_each_class(result, classes, files, val_split, test_split, rng)
     else:
         sizes = Counter(speakers[p] for cls in classes for p in files[cls])
         assignment = _assign_groups(sizes, val_split, test_split, rng)

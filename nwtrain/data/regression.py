@@ -21,7 +21,7 @@ import torch
 
 from nwtrain.data.audio import AUDIO_SUFFIXES, ClipRef
 from nwtrain.data.cache import default_cache_dir
-from nwtrain.data.readers import SPLITS, DatasetSplits, Example, _check_fractions, _contents, _require_dir
+from nwtrain.data.readers import SPLITS, DatasetSplits, Example, check_fractions, folder_contents, require_dir
 from nwtrain.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -36,13 +36,13 @@ def read_regression(
     ``round(n * val_split)`` of the shuffled clips go to test / val. An :class:`Example`'s ``label`` is
     the clip's index in sorted order; its target is :func:`target_path`. A clip without a target file
     raises :class:`DataError` naming it. ``classes`` is empty: the channels come from the targets."""
-    _check_fractions(val_split, test_split)
-    root = _require_dir(Path(root), "regression data root")
+    check_fractions(val_split, test_split)
+    root = require_dir(Path(root), "regression data root")
     wavs = root / WAVS_DIR
     if not wavs.is_dir():
         raise DataError(
             f"{root} is not regression data: it needs {WAVS_DIR}/<stem>.wav and {TARGET_DIR}/<stem>.pt "
-            f"(it contains: {_contents(root)})"
+            f"(it contains: {folder_contents(root)})"
         )
     files = sorted(
         p for p in wavs.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nwtrain.layers import SpikingLayer, prepare_net
+from nwtrain.core.layers import SpikingLayer, prepare_net
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def fluct_init(
     [0, 1): the mean free membrane as a fraction of the threshold. ``probe_fraction``: the PSP probe, a
     fraction of the chip's weight range. Weights are drawn from ``generator`` and clipped to the range.
     The batch runs on one simulated chip instance (mismatch drawn with seed 0). Call it before
-    SignAnnealing parametrises the weights (``nwtrain.train`` does).
+    SignAnnealing parametrises the weights (``nwtrain.training.loop`` does).
     """
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise ValueError("fluct_init sets the plain weights: call it before SignAnnealing parametrises them")
@@ -173,31 +173,42 @@ def _init_layer(name, synapse, layer, pre, xi_target, alpha, mean_fraction, prob
         return float((spikes.sum(dim=(0, 1)) == 0).float().mean())
 
     dead = dead_at(mu_w)
-    raised = dead > 0
-    if raised:  # raise the mean weight until no neuron is silent, then take the lowest such mean
-        lo, hi = mu_w, 2 * mu_w
-        while dead_at(hi) > 0 and hi < limit:
-            lo, hi = hi, min(2 * hi, limit)
-        for _ in range(_SEARCH_STEPS):
-            mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if dead_at(mid) == 0 else (mid, hi)
-        mu_w, sigma_w = hi, sigma_w * hi / mu_w
+    if raised := dead > 0:
+        mu = _lowest_live_mean(dead_at, mu_w, limit)
+        mu_w, sigma_w = mu, sigma_w * mu / mu_w
         dead = dead_at(mu_w)
     sigma_rec = None
     if getattr(layer, "recurrent", False) and alpha < 1:
-        spikes, _ = _fresh(layer)(synapse(pre))
-        nu_rec = max(float(spikes.mean()), 1.0 / pre.shape[1])
-        mask = layer.recurrent_mask
-        n_rec = layer.n_neurons if mask is None else float(mask.sum(dim=0).float().mean())
-        sigma_rec = math.sqrt((1 - alpha) * std_target**2 / (n_rec * nu_rec * float(eps.pow(2).sum())))
-        w = sigma_rec * torch.randn(
-            layer.recurrent_weights.shape, generator=generator, device=generator.device
-        )
-        w = w.to(layer.recurrent_weights).clamp(-limit, limit)
-        layer.recurrent_weights.copy_(w if mask is None else w * mask)
+        sigma_rec = _init_recurrent(layer, synapse(pre), (1 - alpha) * std_target**2, eps, limit, generator)
     mean_u, std_u = _free_membrane(layer, synapse(pre))
     xi = (theta - mean_u) / max(std_u, 1e-12)
     return LayerInit(name, mu_w, sigma_w, sigma_rec, nu, xi, dead, raised)
+
+
+def _lowest_live_mean(dead_at, mu: float, limit: float) -> float:
+    """The lowest mean weight above ``mu`` (up to ``limit``) at which ``dead_at`` finds no silent neuron:
+    doubling, then a bisection."""
+    lo, hi = mu, 2 * mu
+    while dead_at(hi) > 0 and hi < limit:
+        lo, hi = hi, min(2 * hi, limit)
+    for _ in range(_SEARCH_STEPS):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if dead_at(mid) == 0 else (mid, hi)
+    return hi
+
+
+def _init_recurrent(layer, current, variance: float, eps, limit: float, generator) -> float:
+    """Zero-mean recurrent weights whose shot noise, at the layer's own rate under the feed-forward
+    ``current``, carries ``variance`` of the membrane; returns their sigma."""
+    spikes, _ = _fresh(layer)(current)
+    nu_rec = max(float(spikes.mean()), 1.0 / current.shape[1])
+    mask = layer.recurrent_mask
+    n_rec = layer.n_neurons if mask is None else float(mask.sum(dim=0).float().mean())
+    sigma_rec = math.sqrt(variance / (n_rec * nu_rec * float(eps.pow(2).sum())))
+    w = sigma_rec * torch.randn(layer.recurrent_weights.shape, generator=generator, device=generator.device)
+    w = w.to(layer.recurrent_weights).clamp(-limit, limit)
+    layer.recurrent_weights.copy_(w if mask is None else w * mask)
+    return sigma_rec
 
 
 def _layer_input(model, names, i) -> torch.Tensor:

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from nwtrain.layers import prepare_net
+from nwtrain.core.layers import prepare_net
 
 _BISECTION_STEPS = 16
 

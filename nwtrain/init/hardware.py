@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nwtrain.chips.common import SIGN_BLOCK_SIZE
-from nwtrain.layers import routed_weight
+from nwtrain.core.layers import routed_weight
+from nwtrain.core.topology import SIGN_BLOCK_SIZE
 
 
 @torch.no_grad()

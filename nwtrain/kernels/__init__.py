@@ -30,7 +30,7 @@ import os
 
 import torch
 
-from .autograd import LIFSequence, LinearLeakSequence
+from nwtrain.kernels.autograd import LIFSequence, LinearLeakSequence
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _load_cpu():
     """The numba backend, or the reason it cannot be used (its kernels compile, or load from numba's
     cache, when the module is imported)."""
     try:
-        from . import cpu
+        from nwtrain.kernels import cpu
     except Exception as err:  # noqa: BLE001 - any import or compile failure means "use the reference"
         return None, f"numba kernels unavailable ({type(err).__name__}: {err})"
     return cpu, None
@@ -63,7 +63,7 @@ def _load_triton(device: torch.device):
     first launch, so a tiny run of all four here turns a missing toolchain or an unsupported GPU into a
     fallback rather than an error in the middle of training."""
     try:
-        from . import cuda
+        from nwtrain.kernels import cuda
 
         if device.type == "cpu" and not cuda.INTERPRETED:
             return None, f"{ENV_VAR}=triton on CPU tensors needs Triton's interpreter (TRITON_INTERPRET=1)"

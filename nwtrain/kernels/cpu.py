@@ -5,7 +5,7 @@ in memory order. The state of one sample lives in a local row of ``N`` values an
 branch-free (selects, not ifs): spikes are data-dependent, a mispredicted branch per element cost more
 than the arithmetic, and selects let the compiler vectorise over neurons.
 
-The arithmetic follows ``nwtrain.dynamics`` operation by operation, in the tensors' dtype, so the forward
+The arithmetic follows ``nwtrain.core.dynamics`` operation by operation, in the tensors' dtype, so the forward
 pass reproduces the reference bit for bit (no spike flips on rounding) and the gradients agree up to the
 summation order of the parameter gradients, which are accumulated in float64 over batch and time.
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from numba import njit, types
 
-from .codes import FIRED, LEAKED_PASSES, POST_PASSES, PRE_PASSES, RESET_CODES
+from nwtrain.kernels.codes import FIRED, LEAKED_PASSES, POST_PASSES, PRE_PASSES, RESET_CODES
 
 NAME = "numba"
 _ZERO = np.float32(0)

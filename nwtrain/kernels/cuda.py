@@ -7,7 +7,7 @@ any device Triton serves: CUDA tensors, or CPU tensors when Triton runs its inte
 its neurons' state in registers and walks time inside the kernel, so a sequence costs one launch per layer
 instead of a few small launches per time step.
 
-The arithmetic follows ``nwtrain.dynamics`` operation by operation in the tensors' dtype, and the kernels
+The arithmetic follows ``nwtrain.core.dynamics`` operation by operation in the tensors' dtype, and the kernels
 are compiled without fused multiply-add (``enable_fp_fusion=False``): the reference rounds ``decay * v``
 before adding the input, and one FMA would round once, flip spikes at the threshold and break the bit-for-
 bit equality of the forward pass. The parameter gradients are summed over time in float64 registers, one
@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import codes
+from nwtrain.kernels import codes
 
 _SUBTRACTION = tl.constexpr(codes.SUBTRACTION)
 _ZERO = tl.constexpr(codes.ZERO)
