@@ -401,14 +401,6 @@ class StopOnSignal:
         self._restore()
 
 
-def _interrupted(signum: int, where: str, path: Path) -> TrainingInterrupted:
-    return TrainingInterrupted(
-        f"{signal.Signals(signum).name} received: training stopped {where}. Resumable checkpoint: {path}. "
-        f"Resume with the same command plus ckpt_path={path}",
-        signum,
-    )
-
-
 def interrupted(signum: int, where: str, path: Path) -> TrainingInterrupted:
     return TrainingInterrupted(
         f"{signal.Signals(signum).name} received: training stopped {where}. Resumable checkpoint: {path}. "
