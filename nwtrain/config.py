@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(os.environ.get("NWTRAIN_CONFIG_DIR") or Path(__file__).resolve().parents[1] / "conf")
 PROJECT_ROOT = CONFIG_DIR.parent
 OmegaConf.register_new_resolver("nwtrain.project_root", lambda: str(PROJECT_ROOT), replace=True)
+# trainer.anneal_epochs from trainer.epochs and trainer.hard_sign_epochs: the signs harden that many epochs
+# before the end, and at the first epoch at the latest.
+OmegaConf.register_new_resolver(
+    "nwtrain.anneal_epochs", lambda epochs, hard: max(int(epochs) - int(hard), 1), replace=True
+)
 REAL_DATA_ENV = "NWTRAIN_REAL_DATA"
 
 _PLAIN_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
@@ -163,6 +168,7 @@ def validate_config(cfg: DictConfig) -> None:
     _number(cfg, "optim.lr_core", low=0, low_open=True)
 
     _number(cfg, "trainer.epochs", low=1, integer=True)
+    _number(cfg, "trainer.hard_sign_epochs", low=0, integer=True, optional=True)
     _number(cfg, "trainer.seed", low=0, integer=True)
     _number(cfg, "trainer.grad_clip", low=0, low_open=True, optional=True)
     _number(cfg, "trainer.early_stopping_patience", low=1, integer=True, optional=True)

@@ -504,3 +504,22 @@ def test_optuna_search_runs_trials(cache, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (sweep_dir / "optimization_results.yaml").is_file()
     assert sum(r["completed"] for r in _sweep_rows(sweep_dir)) == 2
+
+
+def test_h1v2_trains_its_last_ten_epochs_with_exact_signs():
+    """H1v2's speech tasks harden the block signs ten epochs before the end (conf/tuning/*/h1v2.yaml); the
+    hardening epoch follows a changed epoch count, and a negative count is refused by name."""
+    for task in REAL_TASKS:
+        cfg = compose_config(
+            [f"experiment={task}", "chip=h1v2", "variant=hardware_aware", "paths.output_dir=x"]
+        )
+        assert (cfg.trainer.epochs, cfg.variant.sign_annealing.total_epochs) == (60, 50)
+        h1v1 = compose_config(
+            [f"experiment={task}", "chip=h1v1", "variant=hardware_aware", "paths.output_dir=x"]
+        )
+        assert h1v1.variant.sign_annealing.total_epochs == 60
+    short = compose_config(["experiment=words_sc_h1v2_hw", "trainer.epochs=30", "paths.output_dir=x"])
+    assert short.trainer.anneal_epochs == 20
+    bad = compose_config(["experiment=words_sc_h1v2_hw", "trainer.hard_sign_epochs=-1", "paths.output_dir=x"])
+    with pytest.raises(ConfigError, match=r"^trainer\.hard_sign_epochs: "):
+        validate_config(bad)

@@ -99,6 +99,7 @@ def _derived(cfg: DictConfig, key: str) -> bool:
 ADDED_SETTINGS = {
     "loss.objective._target_": "nwtrain.training.objectives.Classification",
     "quant.name": "chip",
+    "trainer.hard_sign_epochs": 0,
 }
 
 
