@@ -4,7 +4,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 import matplotlib.pyplot as plt
-from nwtrain.layers import LIFSynapse, LIFLayer, H1v1Synapse, H1v1Layer, H1v2Synapse, H1v2Layer, prepare_net
+from nwtrain.layers import (
+    LIFSynapse,
+    LIFLayer,
+    H1v1Synapse,
+    H1v1Layer,
+    H1v2Synapse,
+    H1v2Layer,
+    prepare_net,
+)
 # Reproducibility
 torch.manual_seed(7)
 np.random.seed(7)
