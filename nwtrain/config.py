@@ -166,7 +166,14 @@ def validate_config(cfg: DictConfig) -> None:
 
     _number(cfg, "optim.lr_frontend", low=0)
     _number(cfg, "optim.lr_core", low=0, low_open=True)
+    _check_trainer(cfg)
+    if not _get(cfg, "paths.output_dir"):
+        raise ConfigError("paths.output_dir", "is not set: outside a Hydra run, set it to the run folder")
 
+    validate_data_config(cfg)
+
+
+def _check_trainer(cfg: DictConfig) -> None:
     _number(cfg, "trainer.epochs", low=1, integer=True)
     _number(cfg, "trainer.hard_sign_epochs", low=0, integer=True, optional=True)
     _number(cfg, "trainer.seed", low=0, integer=True)
@@ -176,10 +183,6 @@ def validate_config(cfg: DictConfig) -> None:
     _number(cfg, "trainer.limit_eval_batches", low=1, integer=True, optional=True)
     _number(cfg, "trainer.num_threads", low=1, integer=True, optional=True)
     trainer_device(cfg)
-    if not _get(cfg, "paths.output_dir"):
-        raise ConfigError("paths.output_dir", "is not set: outside a Hydra run, set it to the run folder")
-
-    validate_data_config(cfg)
 
 
 def _check_quantisation(cfg: DictConfig) -> None:
