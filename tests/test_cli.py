@@ -138,10 +138,11 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     classes = 2 if task == "yesno_sc" else 10
     # The ten words on a chip use in-core recurrence (docs/accuracy.md, "In-core recurrence on the chips"):
     # on H1v1 the recurrent hidden layer holds three whole cores and the output population the fourth; on
-    # H1v2 the hidden layer fills the two 50-neuron cores and half of the 100-neuron one.
-    recurrent = task == "words_sc" and chip_name != "lif"
+    # H1v2 the hidden layer fills the two 50-neuron cores and half of the 100-neuron one. So does H1v2's
+    # yes / no network, at the width of the feed-forward one.
+    recurrent = (task == "words_sc" and chip_name != "lif") or (task == "yesno_sc" and chip_name == "h1v2")
     assert cfg.model.recurrent == recurrent
-    if recurrent:
+    if recurrent and task == "words_sc":
         assert (cfg.model.hidden_size, cfg.model.out_population) == {"h1v1": (192, 6), "h1v2": (150, 5)}[
             chip_name
         ]
