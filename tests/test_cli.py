@@ -138,8 +138,8 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     classes = 2 if task == "yesno_sc" else 10
     # The ten words on a chip use in-core recurrence (docs/accuracy.md, "In-core recurrence on the chips"):
     # on H1v1 the recurrent hidden layer holds three whole cores and the output population the fourth; on
-    # H1v2 the hidden layer fills the two 50-neuron cores and half of the 100-neuron one. So does H1v2's
-    # yes / no network, at the width of the feed-forward one.
+    # H1v2 the hidden layer fills the two 50-neuron cores and half of the 100-neuron one. H1v2's yes / no
+    # hidden layer is recurrent too, at the feed-forward width (180: 80 of the 100-neuron core).
     recurrent = (task == "words_sc" and chip_name != "lif") or (task == "yesno_sc" and chip_name == "h1v2")
     assert cfg.model.recurrent == recurrent
     if recurrent and task == "words_sc":
