@@ -252,6 +252,13 @@ def validate_data_config(cfg: DictConfig) -> None:
         raise ConfigError(origin(cfg, "data.cv_folds"), "1 fold is no cross-validation: use 0 (off) or >= 2")
     if folds:
         _number(cfg, "data.cv_fold", low=0, high=folds - 1, integer=True)
+    speeds = _get(cfg, "data.train_speed_factors")
+    if speeds is not None and not isinstance(speeds, ListConfig):
+        raise ConfigError(
+            origin(cfg, "data.train_speed_factors"), f"must be a list of speeds, got {speeds!r}"
+        )
+    for i in range(len(speeds or ())):
+        _number(cfg, f"data.train_speed_factors.{i}", low=0, low_open=True)
     sim_time = _number(cfg, "data.sim_time_s", low=0, low_open=True)
     if not math.isclose(sim_time, _get(cfg, "model.dt"), rel_tol=1e-9):
         raise ConfigError(

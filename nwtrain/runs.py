@@ -363,6 +363,9 @@ def load_run(cfg: DictConfig, overrides: Sequence[str] = (), device: torch.devic
                 f"too, e.g. data=sc_excerpt {moved[0]}=...",
             )
     validate_data_config(run_cfg)
+    if run_cfg.data.get("train_speed_factors"):
+        # scored as recorded: split=train is the training clips, not their speed copies
+        run_cfg.data.train_speed_factors = []
     data = build_data(run_cfg.data)
     if data.classes != ckpt["classes"] or data.n_channels != ckpt["n_channels"]:
         stored = OmegaConf.create(ckpt["config"]).data

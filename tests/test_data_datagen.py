@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from nwtrain.data import AudioFileError, NWaveDataGen, NWaveDataloaderConfig
-from nwtrain.data.audio import ClipRef, load_clips
+from nwtrain.data.audio import ClipRef, change_speed, load_clips
 from nwtrain.data.datagen import FeatureDataset
 
 
@@ -108,6 +108,37 @@ def test_resampling_keeps_a_tone_and_says_so_once(tmp_path, rate, caplog):
     assert not failures and waveforms.shape == (1, 16000)
     # away from the clip's ends, where the resampling filter sees the zero padding
     assert np.allclose(waveforms[0, 500:-500].numpy(), expected[500:-500], atol=1e-3)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_change_speed_scales_pitch_and_duration(factor):
+    rate = 16000
+    t = torch.arange(rate) / rate
+    burst = torch.where(t < 0.5, torch.sin(2 * torch.pi * 440.0 * t), torch.zeros(()))[None]
+    played = change_speed(burst, factor)
+    assert played.shape == burst.shape
+    spectrum = torch.fft.rfft(played[0]).abs()
+    assert spectrum.argmax().item() == pytest.approx(440.0 * factor, abs=2)  # 1 Hz bins
+    loud = (played[0].abs() > 0.1).nonzero()
+    assert loud.max().item() / rate == pytest.approx(0.5 / factor, abs=2e-3)
+    with pytest.raises(ValueError, match="speed factor must be > 0, got -1"):
+        change_speed(burst, -1)
+
+
+def test_speed_copies_join_the_training_split_only(speaker_tree, tmp_path):
+    plain = make(speaker_tree, tmp_path, return_filename=True).datasets()
+    dm = make(speaker_tree, tmp_path, return_filename=True, train_speed_factors=[0.9, 1.1])
+    data = dm.datasets()
+    n = len(plain["train"])
+    assert len(data["train"]) == 3 * n
+    for split in ("val", "test"):
+        assert torch.equal(data[split].features, plain[split].features)
+    assert torch.equal(data["train"].features[:n], plain["train"].features)
+    assert torch.equal(data["train"].labels, plain["train"].labels.repeat(3))
+    assert data["train"].filenames[n] == plain["train"].filenames[0] + "@speed0.9"
+    waves, _ = load_clips([ClipRef(speaker_tree / name) for name in plain["train"].filenames], 16000, 1.0)
+    expected = dm.filterbank(change_speed(waves, 1.1))
+    assert torch.allclose(data["train"].features[2 * n :], expected, atol=1e-6)
 
 
 def test_seeded_shuffle_and_identical_features(speaker_tree, tmp_path):
@@ -282,6 +313,7 @@ def test_missing_root_and_word(tmp_path, speaker_tree):
         (dict(unknown=True), "speech_commands"),
         (dict(split_by="session"), "split_by"),
         (dict(bands_per_octave=0), "bands_per_octave must be an integer >= 1, got 0"),
+        (dict(train_speed_factors=[1.1, 0]), r"train_speed_factors must be > 0, got \[1.1, 0.0\]"),
     ],
 )
 def test_invalid_arguments(speaker_tree, tmp_path, kwargs, message):

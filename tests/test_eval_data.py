@@ -154,3 +154,21 @@ def test_the_readme_python_snippet_runs(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("torch.Size([4, 125, 32]) firing rate ")
+
+
+def test_speed_copies_train_and_evaluation_scores_the_recordings(cache, tmp_path, caplog):
+    out = tmp_path / "run"
+    cfg = compose_config(
+        tiny_overrides(
+            cache,
+            "experiment=yesno_lif",
+            "data.train_speed_factors=[0.9,1.1]",
+            "logger=jsonl",
+            f"paths.output_dir={out}",
+        )
+    )
+    with caplog.at_level("INFO", logger="nwtrain"):
+        train(cfg)
+    assert "| 108 train, 12 val samples" in caplog.text  # 36 recorded training clips and two copies each
+    result = _eval(out / "checkpoints" / "best.ckpt", tmp_path, cache, "split=train")
+    assert result["samples"] == 36

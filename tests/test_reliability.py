@@ -290,6 +290,8 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_
         (["chip=lif", "variant=plain", "data.bands_per_octave=0"], "data.bands_per_octave: 0 is out of"),
         (["chip=lif", "variant=plain", "data.bands_per_octave=2.5"], "data.bands_per_octave: must be an"),
         (["data.cv_folds=1"], "data.cv_folds: 1 fold is no cross-validation"),
+        (["data.train_speed_factors=[0.9,0]"], "data.train_speed_factors.1: 0 is out of range: must be > 0"),
+        (["data.train_speed_factors=1.1"], "data.train_speed_factors: must be a list of speeds, got 1.1"),
         (["data.cv_folds=5", "data.cv_fold=5"], "data.cv_fold: 5 is out of range: must be in 0..4"),
     ],
 )

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,20 @@ def load_clips(
         width = min(n_samples, batch.shape[1])
         out[rows, :width] = batch[:, :width]
     return out, failures
+
+
+def change_speed(waves: torch.Tensor, factor: float) -> torch.Tensor:
+    """``waves`` ``[N, S]`` played ``factor`` times as fast, zero-padded or trimmed back to ``S`` samples.
+
+    Speed perturbation (Ko et al. 2015, Kaldi's 0.9 / 1.0 / 1.1): pitch and formants scale by ``factor``
+    and the duration by ``1 / factor``, as between a shorter and a longer vocal tract. ``factor`` is taken
+    as the nearest ratio with a denominator up to 100 and resampled by the same polyphase filter.
+    """
+    if factor <= 0:
+        raise ValueError(f"speed factor must be > 0, got {factor}")
+    ratio = Fraction(factor).limit_denominator(100)
+    played = resample_poly(waves.numpy(), ratio.denominator, ratio.numerator, axis=1).astype(np.float32)
+    out = torch.zeros_like(waves)
+    width = min(waves.shape[1], played.shape[1])
+    out[:, :width] = torch.from_numpy(played[:, :width])
+    return out

@@ -17,7 +17,7 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
 from nwtrain.chips.common import FILTERBANK_BANDS_PER_OCTAVE, constant_q_bank
-from nwtrain.data.audio import RESAMPLER, AudioFileError, ClipRef, load_clips
+from nwtrain.data.audio import RESAMPLER, AudioFileError, ClipRef, change_speed, load_clips
 from nwtrain.data.cache import content_key, default_cache_dir, file_digests, load_cached, save_atomic
 from nwtrain.data.filterbank import ChipFilterbank
 from nwtrain.data.readers import (
@@ -198,6 +198,9 @@ class NWaveDataGen:
         compression, compression_floor_db: the front end's envelope compression, see
             :class:`ChipFilterbank` ("none": the linear envelope of the vendor SDK; "log": logarithmic,
             with its floor in dB below full scale).
+        train_speed_factors: the training split also holds a copy of each clip played at each of these
+            speeds (:func:`change_speed`; e.g. ``(0.9, 1.1)`` triples it), a stand-in for speakers the
+            data lacks; validation and test stay as recorded.
         cache_dir: feature cache root (default ``$NWTRAIN_CACHE`` or ``~/.cache/nwtrain``); ``use_cache``
             False recomputes without reading or writing it.
         progress: show a progress bar while features are computed.
@@ -231,6 +234,7 @@ class NWaveDataGen:
         bands_per_octave: int = FILTERBANK_BANDS_PER_OCTAVE,
         compression: str = "none",
         compression_floor_db: float = -60.0,
+        train_speed_factors: Sequence[float] = (),
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
         progress: bool = True,
@@ -246,6 +250,9 @@ class NWaveDataGen:
         self.filterbank = chip_filterbank(
             self.sample_rate, sim_time_s, bands_per_octave, compression, compression_floor_db
         )
+        self.train_speed_factors = tuple(float(f) for f in train_speed_factors)
+        if any(f <= 0 for f in self.train_speed_factors):
+            raise ValueError(f"train_speed_factors must be > 0, got {list(self.train_speed_factors)}")
         self.n_samples = round(self.recording_duration_s * self.sample_rate)
         self.n_bins = self.filterbank.n_bins(self.n_samples)
         self.task = task
@@ -289,12 +296,18 @@ class NWaveDataGen:
             for split in SPLITS:
                 kept = [e for e in self.splits.split(split) if e.clip in rows]
                 index = torch.tensor([rows[e.clip] for e in kept], dtype=torch.long)
-                self._datasets[split] = FeatureDataset(
+                x, y, names = (
                     features[index],
                     self._labels(kept, features.shape[1]),
                     [e.clip.name(self.root) for e in kept],
-                    self.return_filename,
                 )
+                if split == "train" and kept:
+                    train_clips = [e.clip for e in kept]
+                    for factor in self.train_speed_factors:
+                        x = torch.cat([x, self._features(train_clips, factor)[0]])
+                        y = torch.cat([y, y[: len(kept)]])
+                        names += [f"{n}@speed{factor:g}" for n in names[: len(kept)]]
+                self._datasets[split] = FeatureDataset(x, y, names, self.return_filename)
         return self._datasets
 
     def _labels(self, examples: list, n_steps: int) -> torch.Tensor:
@@ -322,8 +335,9 @@ class NWaveDataGen:
             )
         return loaders
 
-    def _features(self, clips: list[ClipRef]) -> tuple[torch.Tensor, dict[ClipRef, int]]:
-        """Features of the readable ``clips`` and each one's row; skipped ones are recorded."""
+    def _features(self, clips: list[ClipRef], speed: float = 1.0) -> tuple[torch.Tensor, dict[ClipRef, int]]:
+        """Features of the readable ``clips`` played at ``speed`` and each one's row; skipped ones are
+        recorded."""
         digests = file_digests([c.path for c in clips], self.config.num_workers)
         key = content_key(
             {
@@ -331,13 +345,14 @@ class NWaveDataGen:
                 "recording_duration_s": self.recording_duration_s,
                 "resampler": RESAMPLER,
                 **self.filterbank.cache_fields(),
+                **({"speed": speed} if speed != 1.0 else {}),
             }
         )
         cache_file = self.cache_dir / "features" / f"{key}.pt"
         payload = load_cached(cache_file) if self.use_cache else None
         self.loaded_from_cache = payload is not None
         if payload is None:
-            payload = self._compute(clips)
+            payload = self._compute(clips, speed)
             if self.use_cache:
                 save_atomic(payload, cache_file)
         bad = [clips[i] for i in payload["skipped"]]
@@ -354,7 +369,7 @@ class NWaveDataGen:
         kept = [i for i in range(len(clips)) if i not in skipped]
         return payload["features"], {clips[i]: row for row, i in enumerate(kept)}
 
-    def _compute(self, clips: list[ClipRef]) -> dict:
+    def _compute(self, clips: list[ClipRef], speed: float) -> dict:
         features, skipped, reasons = [], [], []
         with Progress(disable=not self.progress, transient=True) as bar:
             task = bar.add_task(f"Filterbank features ({self.n_channels} ch)", total=len(clips))
@@ -368,7 +383,7 @@ class NWaveDataGen:
                 skipped += [start + i for i, _ in failures]
                 reasons += [str(err) for _, err in failures]
                 if len(waves):
-                    features.append(self.filterbank(waves))
+                    features.append(self.filterbank(waves if speed == 1.0 else change_speed(waves, speed)))
                 bar.advance(task, len(chunk))
         return {
             "features": torch.cat(features) if features else torch.zeros(0, self.n_bins, self.n_channels),
