@@ -102,6 +102,14 @@ def check_options(task, layout, on_bad_file, recording_duration_s, test_speakers
         )
 
 
+def speed_factors(factors: Sequence[float]) -> tuple[float, ...]:
+    """``train_speed_factors`` as floats; ValueError unless each is > 0."""
+    speeds = tuple(float(f) for f in factors)
+    if any(f <= 0 for f in speeds):
+        raise ValueError(f"train_speed_factors must be > 0, got {list(speeds)}")
+    return speeds
+
+
 def chip_filterbank(
     sample_rate: int, sim_time_s: float, bands_per_octave: int, compression: str, floor_db: float
 ):
@@ -242,20 +250,16 @@ class NWaveDataGen:
         check_options(task, layout, on_bad_file, recording_duration_s, test_speakers, unknown or silence)
         self.config = dataloader_config or NWaveDataloaderConfig()
         self.root = Path(data_parent).expanduser()
-        self.sample_rate = int(sample_rate)
-        self.recording_duration_s = float(recording_duration_s)
+        self.sample_rate, self.recording_duration_s = int(sample_rate), float(recording_duration_s)
         self.return_filename, self.on_bad_file = return_filename, on_bad_file
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.use_cache, self.progress = use_cache, progress
         self.filterbank = chip_filterbank(
             self.sample_rate, sim_time_s, bands_per_octave, compression, compression_floor_db
         )
-        self.train_speed_factors = tuple(float(f) for f in train_speed_factors)
-        if any(f <= 0 for f in self.train_speed_factors):
-            raise ValueError(f"train_speed_factors must be > 0, got {list(self.train_speed_factors)}")
         self.n_samples = round(self.recording_duration_s * self.sample_rate)
         self.n_bins = self.filterbank.n_bins(self.n_samples)
-        self.task = task
+        self.task, self.train_speed_factors = task, speed_factors(train_speed_factors)
         self.splits = read_splits(
             self.root,
             task,
