@@ -295,22 +295,17 @@ class NWaveDataGen:
         """The train/val/test datasets (features computed or loaded from the cache on first call)."""
         if self._datasets is None:
             clips = sorted({e.clip for s in SPLITS for e in self.splits.split(s)})
-            features, rows = self._features(clips)
+            (features, *copies), rows = self._features(clips)
             self._datasets = {}
             for split in SPLITS:
                 kept = [e for e in self.splits.split(split) if e.clip in rows]
                 index = torch.tensor([rows[e.clip] for e in kept], dtype=torch.long)
-                x, y, names = (
-                    features[index],
-                    self._labels(kept, features.shape[1]),
-                    [e.clip.name(self.root) for e in kept],
-                )
-                if split == "train" and kept:
-                    train_clips = [e.clip for e in kept]
-                    for factor in self.train_speed_factors:
-                        x = torch.cat([x, self._features(train_clips, factor)[0]])
-                        y = torch.cat([y, y[: len(kept)]])
-                        names += [f"{n}@speed{factor:g}" for n in names[: len(kept)]]
+                x, y = features[index], self._labels(kept, features.shape[1])
+                names = [e.clip.name(self.root) for e in kept]
+                if split == "train" and copies:
+                    x = torch.cat([x, *(copy[index] for copy in copies)])
+                    y = torch.cat([y] * (1 + len(copies)))
+                    names = names + [f"{n}@speed{f:g}" for f in self.train_speed_factors for n in names]
                 self._datasets[split] = FeatureDataset(x, y, names, self.return_filename)
         return self._datasets
 
@@ -339,10 +334,30 @@ class NWaveDataGen:
             )
         return loaders
 
-    def _features(self, clips: list[ClipRef], speed: float = 1.0) -> tuple[torch.Tensor, dict[ClipRef, int]]:
-        """Features of the readable ``clips`` played at ``speed`` and each one's row; skipped ones are
-        recorded."""
+    def _features(self, clips: list[ClipRef]) -> tuple[list[torch.Tensor], dict[ClipRef, int]]:
+        """Features of the readable ``clips`` as recorded, then played at each of ``train_speed_factors``,
+        and each clip's row in them; skipped ones are recorded. The copies cover every clip, not only the
+        training split's, so that the folds of a cross-validation share one cache entry per speed."""
         digests = file_digests([c.path for c in clips], self.config.num_workers)
+        payload, self.loaded_from_cache = self._cached(clips, digests, 1.0)
+        bad = [clips[i] for i in payload["skipped"]]
+        if bad:
+            if self.on_bad_file == "error":
+                raise AudioFileError(payload["skip_reasons"][0])
+            self.skipped_files = [str(c.path) for c in bad]
+            logger.warning(
+                "skipped %d unreadable audio file(s) (on_bad_file='skip'), e.g. %s",
+                len(bad),
+                "; ".join(payload["skip_reasons"][:3]),
+            )
+        copies = [self._cached(clips, digests, f)[0]["features"] for f in self.train_speed_factors]
+        skipped = set(payload["skipped"])
+        kept = [i for i in range(len(clips)) if i not in skipped]
+        return [payload["features"], *copies], {clips[i]: row for row, i in enumerate(kept)}
+
+    def _cached(self, clips: list[ClipRef], digests: list[str], speed: float) -> tuple[dict, bool]:
+        """The payload of ``clips`` (whose files hash to ``digests``) played at ``speed``, from the cache
+        or computed and stored; and whether it came from the cache."""
         key = content_key(
             {
                 "clips": [[c.name(self.root), c.start_s, d] for c, d in zip(clips, digests, strict=True)],
@@ -354,24 +369,12 @@ class NWaveDataGen:
         )
         cache_file = self.cache_dir / "features" / f"{key}.pt"
         payload = load_cached(cache_file) if self.use_cache else None
-        self.loaded_from_cache = payload is not None
-        if payload is None:
-            payload = self._compute(clips, speed)
-            if self.use_cache:
-                save_atomic(payload, cache_file)
-        bad = [clips[i] for i in payload["skipped"]]
-        if bad:
-            if self.on_bad_file == "error":
-                raise AudioFileError(payload["skip_reasons"][0])
-            self.skipped_files = [str(c.path) for c in bad]
-            logger.warning(
-                "skipped %d unreadable audio file(s) (on_bad_file='skip'), e.g. %s",
-                len(bad),
-                "; ".join(payload["skip_reasons"][:3]),
-            )
-        skipped = set(payload["skipped"])
-        kept = [i for i in range(len(clips)) if i not in skipped]
-        return payload["features"], {clips[i]: row for row, i in enumerate(kept)}
+        if payload is not None:
+            return payload, True
+        payload = self._compute(clips, speed)
+        if self.use_cache:
+            save_atomic(payload, cache_file)
+        return payload, False
 
     def _compute(self, clips: list[ClipRef], speed: float) -> dict:
         features, skipped, reasons = [], [], []
