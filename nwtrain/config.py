@@ -46,6 +46,7 @@ _RULE_FIELDS = {
     "ileak_mismatch": "model.ileak_mismatch",
     "clamp_grad": "model.clamp_grad",
     "frontend_delays_s": "model.frontend_delays_s",
+    "adaptation_taus_s": "model.adaptation_taus_s",
     "bands_per_octave": "data.bands_per_octave",
     "sign_annealing": "variant.sign_annealing",
 }
@@ -142,6 +143,8 @@ def validate_config(cfg: DictConfig) -> None:
     _number(cfg, "model.out_population", low=1, integer=True, optional=True)
     _number(cfg, "model.clamp_grad", low=0, high=1, optional=True)
     _check_delays(cfg, dt)
+    if _get(cfg, "model.adaptation_taus_s") is not None:
+        _numbers(cfg, "model.adaptation_taus_s", low=0, low_open=True)
     _number(cfg, "data.bands_per_octave", low=1, integer=True, optional=True)
     _number(cfg, "model.input_gain", low=0, low_open=True)
     _number(cfg, "model.dense_init_bound", low=0, low_open=True, optional=True)

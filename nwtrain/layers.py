@@ -6,6 +6,7 @@ from nwtrain.chips.h1v1 import H1v1Frontend, H1v1Layer, H1v1Synapse
 from nwtrain.chips.h1v2 import H1v2Layer, H1v2Synapse
 from nwtrain.core.layers import (
     TOPOLOGIES,
+    AdLIFLayer,
     ChipLayer,
     DelayLine,
     LIFLayer,
@@ -24,6 +25,7 @@ from nwtrain.core.layers import (
 )
 
 __all__ = [
+    "AdLIFLayer",
     "ChipLayer",
     "DelayLine",
     "H1v1Frontend",

@@ -387,6 +387,16 @@ def test_a_lif_network_with_frontend_delays_is_refused_with_the_reason():
         network_stages(model)
 
 
+def test_a_lif_network_with_adaptation_is_refused_with_the_reason():
+    from nwtrain.models.kws import KWSNet
+
+    model = KWSNet(13, 2, chip="lif", hidden_size=8, adaptation_taus_s=0.2)
+    with pytest.raises(
+        ExportError, match=r"\['LIFLayer', 'AdLIFLayer', 'LIFLayer'\]: the artefact needs one"
+    ):
+        deploy(model)
+
+
 def test_an_output_population_exports_and_decides_by_class_sums(tmp_path):
     from nwtrain.models.kws import KWSNet
 

@@ -286,6 +286,14 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_
             ["chip=lif", "variant=plain", "model.frontend_delays_s=0.008"],
             "model.frontend_delays_s: must be a list",
         ),
+        (
+            ["model.adaptation_taus_s=0.2"],
+            "model.adaptation_taus_s: 0.2: H1v1 has no neuron adaptation (the vendor documents none)",
+        ),
+        (
+            ["chip=lif", "variant=plain", "model.adaptation_taus_s=[0.1,0]"],
+            "model.adaptation_taus_s.1: 0 is out of range: must be > 0",
+        ),
         (["data.bands_per_octave=6"], "data.bands_per_octave: 6: H1v1's front end is the chip's 2 bands per"),
         (["chip=lif", "variant=plain", "data.bands_per_octave=0"], "data.bands_per_octave: 0 is out of"),
         (["chip=lif", "variant=plain", "data.bands_per_octave=2.5"], "data.bands_per_octave: must be an"),

@@ -7,6 +7,7 @@ from torch import nn
 
 from nwtrain.core.quant import TernaryQuantizer
 from nwtrain.layers import (
+    AdLIFLayer,
     H1v1Frontend,
     H1v1Layer,
     H1v1Synapse,
@@ -34,6 +35,13 @@ def build(kind):
                     learn_taus=True,
                     learn_thresholds=True,
                 ),
+            ]
+        )
+    if kind == "adlif":
+        return nn.ModuleList(
+            [
+                LIFSynapse(6, 10),
+                AdLIFLayer(10, adaptation_taus=[20e-3, 50e-3] * 5, taus=8e-3, thresholds=0.3, dt=1e-3),
             ]
         )
     if kind == "h1v1":
@@ -80,7 +88,7 @@ def run(net, x, sequence: bool):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("kind", ["lif-subtraction", "lif-zero", "lif-none", "h1v1", "h1v2"])
+@pytest.mark.parametrize("kind", ["lif-subtraction", "lif-zero", "lif-none", "adlif", "h1v1", "h1v2"])
 def test_sequence_equals_steps(kind, dtype):
     """Float64 shows the two paths compute the same function (to 1e-10); in float32 the weight gradient
     sums B*T products in a different order, so it agrees to float32 rounding (1e-6 abs + 1e-5 rel)."""

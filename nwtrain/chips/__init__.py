@@ -23,9 +23,10 @@ class ChipParts:
 
     ``frontend(n_channels, gain, quantization_bit, device)`` is the per-channel gain before the first
     layer; ``dense(n_in, n_out, init, quantization_bit, stddev, device)`` a routed synapse;
-    ``neurons(n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device, recurrence=None)`` a spiking
-    layer (``recurrence``: an RC layer's ``layer_topology``, ``recurrent_mask``, ``quantization_bit`` and
-    ``stddev``, which the chip maps onto its layer class). Options the
+    ``neurons(n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device, recurrence=None,
+    adaptation_taus=None)`` a spiking layer (``recurrence``: an RC layer's ``layer_topology``,
+    ``recurrent_mask``, ``quantization_bit`` and ``stddev``, which the chip maps onto its layer class;
+    ``adaptation_taus``: the time constants, s, of an adaptation current, None for none). Options the
     chip lacks are refused by ``ChipSpec.check`` before these are called, so each may ignore them.
     ``layer`` and ``synapses`` are the classes the exporter recognises a network of this chip by.
     """
@@ -56,6 +57,7 @@ RULES = {
     ),
     "sign_annealing": ("sign_blocks", "has no sign blocks to anneal"),
     "recurrent": ("recurrence", "has no recurrent connections"),
+    "adaptation_taus_s": ("adaptation", "has no neuron adaptation (the vendor documents none)"),
 }
 
 
@@ -83,6 +85,7 @@ class ChipSpec:
     threshold_variation: bool = False
     recurrence: bool = False
     delays: bool = False
+    adaptation: bool = False  # an adaptation current in the hidden neurons (adLIF)
     membrane_clamp: bool = False
     sign_blocks: bool = False
     nir: bool = False  # the artefact gets a NIR graph (NIR has no linear-leak chip neuron)

@@ -138,7 +138,9 @@ def _parts() -> ChipParts:
             n_in, n_out, init=init, quantization_bit=quantization_bit, stddev=stddev, device=device
         )
 
-    def neurons(n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device, recurrence=None):
+    def neurons(
+        n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device, recurrence=None, adaptation_taus=None
+    ):
         return H1v1Layer(
             n, taus=taus, dt=dt, ileak_mismatch=ileak_mismatch, spike_grad=spike_grad, device=device,
             clamp_grad=clamp_grad, **(recurrence or {}),

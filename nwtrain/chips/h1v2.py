@@ -90,7 +90,9 @@ def _parts() -> ChipParts:
     def dense(n_in, n_out, init, quantization_bit, stddev, device):
         return H1v2Synapse(n_in, n_out, init=init, quantization_bit=quantization_bit, device=device)
 
-    def neurons(n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device, recurrence=None):
+    def neurons(
+        n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device, recurrence=None, adaptation_taus=None
+    ):
         # H1v2 synapses have no mismatch: the recurrent ones neither.
         rc = {k: v for k, v in (recurrence or {}).items() if k != "stddev"}
         return H1v2Layer(

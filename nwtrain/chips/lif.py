@@ -1,5 +1,6 @@
 """The software leaky integrate-and-fire baseline: no chip, so no cores, no budget and no weight memory;
-exponential leak, threshold 1, subtraction reset. Its front end is a per-channel gain made of its synapse
+exponential leak, threshold 1, subtraction reset; its hidden neurons may adapt (``AdLIFLayer``, the
+research option ``adaptation_taus_s`` of ``KWSNet``). Its front end is a per-channel gain made of its synapse
 (``nwtrain.models.kws.diagonal``)."""
 
 # `# fmt: skip` below keeps a layer's keyword arguments on two lines: one per line would make each chip's
@@ -8,7 +9,7 @@ exponential leak, threshold 1, subtraction reset. Its front end is a per-channel
 from torch import nn
 
 from nwtrain.chips import ChipParts, ChipSpec, register
-from nwtrain.core.layers import LIFLayer, LIFSynapse, diagonal
+from nwtrain.core.layers import AdLIFLayer, LIFLayer, LIFSynapse, diagonal
 from nwtrain.core.quant import RangeQuantizer
 
 # LIF has no chip range; its threshold (1.0) is the natural unit: a single weight beyond it makes a spike
@@ -32,12 +33,17 @@ def _parts() -> ChipParts:
     def dense(n_in, n_out, init, quantization_bit, stddev, device):
         return LIFSynapse(n_in, n_out, init=init, quantizer=quantizer(quantization_bit), device=device)
 
-    def neurons(n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device, recurrence=None):
+    def neurons(
+        n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device, recurrence=None, adaptation_taus=None
+    ):
         # The LIF layer takes its recurrent grid as a quantiser, and has no mismatch.
         rc = {k: v for k, v in (recurrence or {}).items() if k not in ("quantization_bit", "stddev")}
         if recurrence:
             rc["quantizer"] = quantizer(recurrence["quantization_bit"])
-        return LIFLayer(n, taus=taus, dt=dt, spike_grad=spike_grad, device=device, **rc)
+        if adaptation_taus is not None:
+            rc["adaptation_taus"] = adaptation_taus
+        layer = LIFLayer if adaptation_taus is None else AdLIFLayer
+        return layer(n, taus=taus, dt=dt, spike_grad=spike_grad, device=device, **rc)
 
     return ChipParts(LIFLayer, (LIFSynapse,), frontend, dense, neurons)
 
@@ -52,6 +58,7 @@ SPEC = register(
         frontend_gain=FRONTEND_GAIN,
         delays=True,
         recurrence=True,
+        adaptation=True,
         nir=True,
     )
 )

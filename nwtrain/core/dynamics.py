@@ -44,6 +44,30 @@ def lif_step(mem, current, decay, threshold, reset: str, spike_fn: SpikeFn):
     return spk, apply_reset(mem, spk, threshold, reset)
 
 
+def adlif_step(state, current, decay, threshold, adapt_decay, a, b, reset: str, spike_fn: SpikeFn):
+    """Adaptive LIF (adLIF; Bittar and Garner 2022, in the LIF baseline's units): the LIF membrane ``v``
+    minus an adaptation ``w`` that low-passes the membrane and the spikes:
+
+        v[t+1] = alpha * v[t] + I[t] - (1 - alpha) * w[t],               alpha = exp(-dt / tau)
+        s[t+1] = H(v[t+1] - theta)
+        v[t+1] <- reset(v[t+1], s[t+1])
+        w[t+1] = beta * w[t] + (1 - beta) * (a * v[t+1] + b * s[t+1]),   beta = exp(-dt / tau_w)
+
+    ``state`` is ``[..., 2, N]``: ``v`` then ``w``. ``w`` is in membrane units (held constant it lowers
+    the resting membrane by ``w``), so ``a`` is dimensionless: held at ``a * v``, it scales the membrane's
+    gain by ``1 / (1 + a)`` (a > 0 adapts; -1 < a < 0 resonates; the linear system's eigenvalues are
+    ``1`` and ``alpha * beta`` at ``a = -1``, inside the unit circle above it). A spike adds ``b``
+    thresholds of adaptation spread over ``tau_w``. The spike keeps its surrogate gradient in ``w``, as
+    the recurrent input does.
+    """
+    v, w = state.unbind(-2)
+    v = decay * v + current - (1.0 - decay) * w
+    spk = spike_fn(v - threshold)
+    v = apply_reset(v, spk, threshold, reset)
+    w = adapt_decay * w + (1.0 - adapt_decay) * (a * v + b * spk)
+    return spk, torch.stack((v, w), dim=-2)
+
+
 def clamp_at_zero(x: torch.Tensor, clamp_grad: float = 0.0) -> torch.Tensor:
     """``max(0, x)`` whose derivative is 1 where ``x > 0`` and ``clamp_grad`` elsewhere (0: the exact one).
 

@@ -25,6 +25,7 @@ from torch import nn
 from nwtrain import kernels
 from nwtrain.core.dynamics import (
     RESET_MECHANISMS,
+    adlif_step,
     lif_step,
     linear_leak_step,
     recurrent_current,
@@ -126,6 +127,7 @@ class SpikingLayer(nn.Module):
     """
 
     SIGN_BLOCKS = False  # the chip layers route their recurrent weights in sign blocks
+    STATE_SHAPE: tuple[int, ...] = ()  # state variables per neuron beyond the membrane (adLIF: (2,))
     WEIGHT_LIMIT_V: float | None = None
 
     def __init__(
@@ -230,7 +232,7 @@ class SpikingLayer(nn.Module):
             )
         batch = current.shape[0]
         if self.mem is None or self.mem.shape[0] != batch:
-            self.mem = current.new_zeros(batch, self.n_neurons)
+            self.mem = current.new_zeros(batch, *self.STATE_SHAPE, self.n_neurons)
         g = None
         if self.recurrent:
             g = self.transfer(self.effective_recurrent_weights())
@@ -249,7 +251,11 @@ class SpikingLayer(nn.Module):
             spk, mem_out, self.mem = fused
         if g is not None:
             self.spk = spk if spk.dim() == 2 else spk[:, -1]
-        return spk, mem_out
+        return spk, self._membrane(mem_out)
+
+    def _membrane(self, state: torch.Tensor) -> torch.Tensor:
+        """The membrane potential in the neuron's state (``STATE_SHAPE`` ahead of the neuron axis)."""
+        return state
 
     def _step(self, mem, current):
         return self._step_fn(mem, current, *self._step_args())
@@ -311,6 +317,50 @@ class LIFLayer(SpikingLayer):
         return kernels.lif_sequence(
             current, mem, self._d_taus, self.thresholds, self.reset_mechanism, self.spike_grad, recurrent, spk
         )
+
+
+class AdLIFLayer(LIFLayer):
+    """LIF neuron with an adaptation current (adLIF, see ``dynamics.adlif_step``): the LIF baseline's
+    research option, not a chip's (the vendor documents no adaptation).
+
+    ``adaptation_taus`` (s, one or per neuron) is a buffer. ``a`` and ``b`` are trained per neuron, drawn
+    from U(-1, 1) and U(0, 2) and clamped to those ranges in the step (Bittar and Garner 2022), so the
+    adaptation stays stable whatever the optimiser does. State: ``mem [B, 2, N]``, the membrane and the
+    adaptation current; ``forward`` returns the membrane as the other layers do.
+    """
+
+    STATE_SHAPE = (2,)
+    A_RANGE = (-1.0, 1.0)
+    B_RANGE = (0.0, 2.0)
+
+    def __init__(self, n_neurons: int, adaptation_taus=200e-3, **lif_options):
+        super().__init__(n_neurons, **lif_options)
+        adaptation_t = _per_neuron(adaptation_taus, self.n_neurons, "adaptation_taus")
+        if bool((adaptation_t <= 0).any()):
+            raise ValueError(f"adaptation_taus must be > 0 s, got {adaptation_t.tolist()}")
+        self.register_buffer("_d_adapt", torch.exp(-self.dt / adaptation_t).to(self.device_))
+        self.a = nn.Parameter(torch.empty(self.n_neurons, device=self.device_).uniform_(*self.A_RANGE))
+        self.b = nn.Parameter(torch.empty(self.n_neurons, device=self.device_).uniform_(*self.B_RANGE))
+
+    @property
+    def adaptation_taus(self) -> torch.Tensor:
+        """Adaptation time constants in s."""
+        return -self.dt / torch.log(self._d_adapt)
+
+    def _step_fn(self, state, current, decay, threshold, adapt_decay, a, b):
+        return adlif_step(
+            state, current, decay, threshold, adapt_decay, a, b, self.reset_mechanism, self.spike_grad
+        )
+
+    def _step_args(self):
+        a, b = self.a.clamp(*self.A_RANGE), self.b.clamp(*self.B_RANGE)
+        return self._d_taus, self.thresholds, self._d_adapt, a, b
+
+    def _fused(self, mem, current, recurrent, spk):
+        return kernels.unfused("no fused kernel for the adaptive LIF layer")
+
+    def _membrane(self, state):
+        return state.select(-2, 0)
 
 
 class ChipLayer(SpikingLayer):

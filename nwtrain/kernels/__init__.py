@@ -103,6 +103,11 @@ def _backend(current: torch.Tensor, *others: torch.Tensor):
     return None
 
 
+def unfused(reason: str) -> None:
+    """For a layer that no backend serves: announces the reference loop (once per reason), returns None."""
+    _announce(f"reference torch loop: {reason}")
+
+
 def _vector(x: torch.Tensor, n: int) -> torch.Tensor:
     return x if x.shape == (n,) else x.expand(n)
 

@@ -79,8 +79,9 @@ def recurrence(core_ids: torch.Tensor, quantization_bit: int | None, stddev: flo
 
 
 def check_options(
-    spec, sizes, taus, out_population, clamp_grad, frontend_delays_s, recurrent, stddev, ileak_mismatch
-) -> None:
+    spec, sizes, taus, out_population, clamp_grad, frontend_delays_s, recurrent, adaptation_taus_s, stddev,
+    ileak_mismatch,
+) -> None:  # fmt: skip
     """ValueError (or the chip's ``DesignRuleError``) for options ``KWSNet`` cannot build on ``spec``."""
     if len(taus) != len(sizes) + 2:
         raise ValueError(
@@ -88,12 +89,17 @@ def check_options(
         )
     if out_population < 1:
         raise ValueError(f"out_population must be >= 1, got {out_population}")
+    if adaptation_taus_s is not None:
+        values = torch.as_tensor(adaptation_taus_s, dtype=torch.float64).flatten()
+        if values.numel() == 0 or bool((values <= 0).any()):
+            raise ValueError(f"adaptation_taus_s must be > 0 s (one or a list), got {adaptation_taus_s!r}")
     spec.check(
         stddev=stddev,
         ileak_mismatch=ileak_mismatch,
         clamp_grad=clamp_grad,
         frontend_delays_s=list(frontend_delays_s),
         recurrent=recurrent,
+        adaptation_taus_s=adaptation_taus_s,
     )
 
 
@@ -122,6 +128,18 @@ def quantize_routed(model: KWSNet, quantizer: Quantizer | None, quantization_bit
             module.recurrent_quantizer = quantizer
         else:
             module.quantizer = quantizer
+
+
+def neuron_builder(parts, dt: float, spike_grad: Surrogate, clamp_grad: float, device):
+    """``layer(n, tau, ileak_mismatch, rc=None, adaptation_taus_s=None)``: a spiking layer of ``n`` neurons
+    from the chip's ``parts``, its taus and adaptation taus cycled over them (``neuron_taus``)."""
+
+    def layer(n, tau, ileak_mismatch, rc=None, adaptation_taus_s=None):
+        adapt = None if adaptation_taus_s is None else neuron_taus(adaptation_taus_s, n)
+        taus = neuron_taus(tau, n)
+        return parts.neurons(n, taus, dt, ileak_mismatch, spike_grad, clamp_grad, device, rc, adapt)
+
+    return layer
 
 
 def uniform_init(bound: float):
@@ -162,6 +180,9 @@ class KWSNet(nn.Module):
     dense synapses' grid and with their mismatch (``quantization_bit``, ``stddev``), its connections only
     between neurons the placement puts on one core (``topology.core_block_mask``; a layer may span cores).
 
+    ``adaptation_taus_s`` (LIF only; None: none) gives every hidden neuron an adaptation current of these
+    time constants in s (``AdLIFLayer``, adLIF), one value or a list cycled over the layer's neurons.
+
     ``placement`` is the network on the chip's cores (``nwtrain.chips.placement.place``). A network that
     does not fit raises ValueError naming the budget, unless ``fit_chip`` is False (a plain, not
     deployable model), which warns instead.
@@ -191,6 +212,7 @@ class KWSNet(nn.Module):
         clamp_grad: float = 0.0,
         frontend_delays_s: Sequence[float] = (),
         recurrent: bool = False,
+        adaptation_taus_s: float | Sequence[float] | None = None,
         quantizer: Quantizer | None = None,
         fit_chip: bool = True,
         device=None,
@@ -198,8 +220,10 @@ class KWSNet(nn.Module):
         super().__init__()
         spec = get_chip(chip)
         sizes = hidden_sizes(hidden_size)
-        mismatch = {"stddev": stddev, "ileak_mismatch": ileak_mismatch}
-        check_options(spec, sizes, taus, out_population, clamp_grad, frontend_delays_s, recurrent, **mismatch)
+        check_options(
+            spec, sizes, taus, out_population, clamp_grad, frontend_delays_s, recurrent, adaptation_taus_s,
+            stddev, ileak_mismatch,
+        )  # fmt: skip
         self.chip, self.recurrent = chip, bool(recurrent)
         self.n_channels, self.n_classes = int(n_channels), int(n_classes)
         self.hidden_size, self.out_population = (sizes[0] if len(sizes) == 1 else sizes), int(out_population)
@@ -209,11 +233,7 @@ class KWSNet(nn.Module):
             spec, self.layer_names[1:], [*sizes, n_classes * out_population], fit_chip
         )
         parts = spec.parts()
-        spike_grad = surrogate if surrogate is not None else fast_sigmoid(slope=25.0)
-
-        def layer(n, tau, mismatch, rc=None):
-            return parts.neurons(n, neuron_taus(tau, n), dt, mismatch, spike_grad, clamp_grad, device, rc)
-
+        layer = neuron_builder(parts, dt, surrogate or fast_sigmoid(slope=25.0), clamp_grad, device)
         gain = spec.frontend_gain if frontend_gain is None else float(frontend_gain)
         self.frontend = parts.frontend(n_channels, gain, quantization_bit, device)
         self.frontend_layer = layer(n_channels, taus[0], False)
@@ -223,13 +243,12 @@ class KWSNet(nn.Module):
         n_first = n_channels if self.delays is None else self.delays.n_outputs
         widths = [n_first, *sizes, n_classes * out_population]
         for i, name in enumerate(self.layer_names[1:]):
-            rc = None
-            if recurrent and i < len(sizes):
-                rc = recurrence(self.placement.core_ids(name), quantization_bit, stddev)
+            rc = recurrence(self.placement.core_ids(name), quantization_bit, stddev) if recurrent else None
             self.add_module(
                 f"syn_{name}", parts.dense(widths[i], widths[i + 1], init, quantization_bit, stddev, device)
             )
-            self.add_module(name, layer(widths[i + 1], taus[i + 1], ileak_mismatch, rc))
+            hidden = (rc, adaptation_taus_s) if i < len(sizes) else ()  # the output neither recurs nor adapts
+            self.add_module(name, layer(widths[i + 1], taus[i + 1], ileak_mismatch, *hidden))
         quantize_routed(self, quantizer, quantization_bit)
         self.traces: dict[str, torch.Tensor] = {}
 
