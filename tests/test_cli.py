@@ -140,13 +140,14 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     # on H1v1 the recurrent hidden layer holds three whole cores and the output population the fourth; on
     # H1v2 the hidden layer fills the two 50-neuron cores and half of the 100-neuron one. H1v2's yes / no
     # hidden layer is recurrent too, at the feed-forward width (180: 80 of the 100-neuron core). The LIF
-    # baseline's ten-word layer is recurrent all to all and trains on speed-perturbed copies too
+    # baseline's ten-word layer is recurrent all to all; it and H1v2's train on speed-perturbed copies too
     # (docs/accuracy.md, "Speed perturbation").
     recurrent = task == "words_sc" or (task == "yesno_sc" and chip_name == "h1v2")
     assert cfg.model.recurrent == recurrent
     lif_words = task == "words_sc" and chip_name == "lif"
-    assert list(cfg.data.train_speed_factors) == ([0.9, 1.1] if lif_words else [])
-    assert cfg.trainer.epochs == (40 if lif_words else 60)
+    copies = task == "words_sc" and chip_name in ("lif", "h1v2")
+    assert list(cfg.data.train_speed_factors) == ([0.9, 1.1] if copies else [])
+    assert cfg.trainer.epochs == (40 if copies else 60)
     if recurrent and task == "words_sc" and not lif_words:
         assert (cfg.model.hidden_size, cfg.model.out_population) == {"h1v1": (192, 6), "h1v2": (150, 5)}[
             chip_name
@@ -519,7 +520,8 @@ def test_h1v2_trains_its_last_ten_epochs_with_exact_signs():
         cfg = compose_config(
             [f"experiment={task}", "chip=h1v2", "variant=hardware_aware", "paths.output_dir=x"]
         )
-        assert (cfg.trainer.epochs, cfg.variant.sign_annealing.total_epochs) == (60, 50)
+        epochs = 40 if task == "words_sc" else 60  # the ten words train on speed copies too
+        assert (cfg.trainer.epochs, cfg.variant.sign_annealing.total_epochs) == (epochs, epochs - 10)
         h1v1 = compose_config(
             [f"experiment={task}", "chip=h1v1", "variant=hardware_aware", "paths.output_dir=x"]
         )
