@@ -254,8 +254,9 @@ class SpikingLayer(nn.Module):
         return spk, self._membrane(mem_out)
 
     def _membrane(self, state: torch.Tensor) -> torch.Tensor:
-        """The membrane potential in the neuron's state (``STATE_SHAPE`` ahead of the neuron axis)."""
-        return state
+        """The membrane potential in the neuron's state: the state itself, or with ``STATE_SHAPE`` ahead of
+        the neuron axis its first variable."""
+        return state.select(-2, 0) if self.STATE_SHAPE else state
 
     def _step(self, mem, current):
         return self._step_fn(mem, current, *self._step_args())
@@ -358,9 +359,6 @@ class AdLIFLayer(LIFLayer):
 
     def _fused(self, mem, current, recurrent, spk):
         return kernels.unfused("no fused kernel for the adaptive LIF layer")
-
-    def _membrane(self, state):
-        return state.select(-2, 0)
 
 
 class ChipLayer(SpikingLayer):
