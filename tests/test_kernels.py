@@ -158,16 +158,18 @@ def ramp(o):
     return torch.linspace(0.5, 1.5, o.shape[-1], dtype=o.dtype, device=o.device)
 
 
-def assert_fused_equals_reference(net, x, backend, monkeypatch, **kw):
+def assert_fused_equals_reference(net, x, backend, monkeypatch, exact_forward=True, **kw):
     """Forward is bit-identical (same operations in the same order, so no spike flips on rounding);
-    gradients agree to 1e-5 in float32, where only the order of the parameter-gradient sums differs."""
+    gradients agree to 1e-5 in float32, where only the order of the parameter-gradient sums differs.
+    ``exact_forward=False``: the membranes too agree to that tolerance only, the spikes still exactly (a
+    flipped spike is off by 1)."""
     net, x = net.to(backend.device), x.to(backend.device)
     ref_out, ref_grads = run(net, x, "reference", monkeypatch, **kw)
     out, grads = run(net, x, backend.path, monkeypatch, **kw)
     assert all(s.sum() > 0 for s in ref_out[0::2]), "every layer must spike"
-    for a, b in zip(out, ref_out):
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
     tol = dict(atol=1e-5, rtol=1e-5) if x.dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    for a, b in zip(out, ref_out):
+        torch.testing.assert_close(a, b, **(dict(atol=0, rtol=0) if exact_forward else tol))
     for a, b in zip(grads, ref_grads):
         assert torch.isfinite(a).all() and b.abs().sum() > 0
         torch.testing.assert_close(a, b, **tol)

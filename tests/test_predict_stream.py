@@ -155,7 +155,12 @@ def test_chip_instance_is_the_chip_nwtrain_eval_draws(tmp_path_factory, tmp_path
     nominal = checkpoint_model(load_checkpoint(ckpt), torch.device("cpu"))
     # nwtrain-eval's instance 3: its population model (the chip's offsets and leaks) on instance 3's seed
     eval_cfg = compose_config(
-        [f"ckpt_path={ckpt}", f"paths.output_dir={tmp_path / 'e'}", f"paths.cache_dir={cache}"],
+        [
+            f"ckpt_path={ckpt}",
+            f"paths.output_dir={tmp_path / 'e'}",
+            f"paths.cache_dir={cache}",
+            "trainer.device=cpu",
+        ],
         config_name="eval",
     )
     population = load_model(load_run(eval_cfg), stddev=0.02, ileak_mismatch=True)

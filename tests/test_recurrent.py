@@ -258,11 +258,22 @@ def inputs(kind, dtype, steps=50):
     return (torch.rand(4, steps, 6, generator=g) < 0.4).to(dtype)
 
 
+def exact_forward(backend) -> bool:
+    """Whether the fused recurrent forward can equal the reference bit for bit. On the GPU the reference's
+    recurrent input ``s[t-1] @ G`` is a cuBLAS product, which sums the rows in its own order, while the
+    Triton kernel adds them in index order: on an H200 the membranes differed by up to 6.5e-5 in float32
+    (on a membrane of 33, 2e-6 of it) and 7.8e-16 in float64 (docs/kernels.md, "On a GPU"). On the CPU both
+    add in index order."""
+    return backend.device != "cuda"
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", CHIPS)
 def test_fused_equals_reference(kind, dtype, backend, monkeypatch):
-    """Forward bit for bit, gradients (recurrent weights included) to 1e-5 in float32."""
-    assert_fused_equals_reference(build(kind).to(dtype), inputs(kind, dtype), backend, monkeypatch)
+    """Forward bit for bit (to rounding on the GPU: see ``exact_forward``), gradients (recurrent weights
+    included) to 1e-5 in float32."""
+    net, x = build(kind).to(dtype), inputs(kind, dtype)
+    assert_fused_equals_reference(net, x, backend, monkeypatch, exact_forward=exact_forward(backend))
 
 
 def test_fused_equals_reference_all_to_all_and_wide(backend, monkeypatch):
@@ -274,7 +285,8 @@ def test_fused_equals_reference_all_to_all_and_wide(backend, monkeypatch):
     synapse = H1v2Synapse(6, 130, quantization_bit=5, init=lambda w: nn.init.uniform_(w, -0.5, 1.66))
     steps = 12 if backend.interpreted else 50
     x = inputs("h1v2", torch.float32, steps)
-    assert_fused_equals_reference(nn.ModuleList([synapse, layer]), x, backend, monkeypatch)
+    net = nn.ModuleList([synapse, layer])
+    assert_fused_equals_reference(net, x, backend, monkeypatch, exact_forward=exact_forward(backend))
 
 
 @pytest.mark.parametrize("kind", CHIPS)

@@ -85,6 +85,19 @@ def atomic_write_jsonl(path: str | os.PathLike, records: list[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
+def on_cpu(obj: Any) -> Any:
+    """A copy of ``obj`` (dicts, lists and tuples of tensors and plain data) with every tensor copied to the
+    CPU: a checkpoint written by a GPU run then loads on a machine without one, and equals the same state
+    carried over a resume (``load_checkpoint`` maps to the CPU)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return _atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **payload}, f))
 

@@ -8,7 +8,6 @@ written mid-epoch on a signal, replays exactly the batches and draws the uninter
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import random
@@ -29,7 +28,7 @@ from nwtrain.errors import DivergenceError, NonFiniteLossError, TrainingInterrup
 from nwtrain.models import KWSNet
 from nwtrain.training import plots
 from nwtrain.training.annealing import SignAnnealing
-from nwtrain.training.checkpoint import atomic_write_json, save_checkpoint
+from nwtrain.training.checkpoint import atomic_write_json, on_cpu, save_checkpoint
 from nwtrain.training.divergence import CLAMP_KEY, DivergenceMonitor, clamped_fraction
 from nwtrain.training.evaluation import EVAL_SEED_OFFSETS, evaluate, warn_if_silent
 from nwtrain.training.losses import firing_rate_target_mse_loss, topology_loss, weight_magnitude_loss
@@ -127,7 +126,7 @@ def fit(run: Run) -> None:
             state.epoch, state.batch, state.sums = state.epoch + 1, 0, {}
             if state.update_best(val[run.objective.metric], run.limits.early_stopping_patience):
                 state.best = None  # the snapshot holds no older best of its own
-                state.best = copy.deepcopy(snapshot(run))
+                state.best = snapshot(run)
             # Checkpoint and log.
             save_both(run)
             run.tracker.epoch_done(record, model)
@@ -226,8 +225,9 @@ def validate(run: Run) -> dict:
 
 
 def snapshot(run: Run) -> dict:
-    """The checkpoint of the run as it stands."""
-    return {**run.state.payload(run.model, run.optimizer, run.mismatch), **run.checkpoint_extra}
+    """The checkpoint of the run as it stands: a copy, its tensors on the CPU whatever the run's device (a
+    best epoch kept in memory holds no GPU memory, and the files load anywhere)."""
+    return on_cpu({**run.state.payload(run.model, run.optimizer, run.mismatch), **run.checkpoint_extra})
 
 
 def save_both(run: Run) -> None:
