@@ -165,6 +165,8 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     assert cfg.data.bands_per_octave == (6 if chip_name == "lif" else 2)
     # And silence after the Speech Commands clips (docs/accuracy.md, "Silence after the clip ...").
     assert cfg.data.recording_duration_s == (1.2 if chip_name == "lif" and speech_commands else 1.0)
+    # H1v1's yes / no network is simulated at 4 ms (docs/accuracy.md, "The simulation step on H1v1").
+    assert cfg.model.dt == (4.0e-3 if task == "yesno_sc" and chip_name == "h1v1" else 8.0e-3)
     assert cfg.optim.scheduler.total_epochs == cfg.trainer.epochs
     assert cfg.model.quantization_bit == (5 if deployable else None)
     assert (cfg.variant.sign_annealing is not None) == deployable
