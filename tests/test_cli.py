@@ -165,8 +165,9 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     assert cfg.data.bands_per_octave == (6 if chip_name == "lif" else 2)
     # And silence after the Speech Commands clips (docs/accuracy.md, "Silence after the clip ...").
     assert cfg.data.recording_duration_s == (1.2 if chip_name == "lif" and speech_commands else 1.0)
-    # H1v1's yes / no network is simulated at 4 ms (docs/accuracy.md, "The simulation step on H1v1").
-    assert cfg.model.dt == (4.0e-3 if task == "yesno_sc" and chip_name == "h1v1" else 8.0e-3)
+    # The chips' yes / no networks are simulated at 4 ms (docs/accuracy.md, "The simulation step on
+    # H1v1" and "... on H1v2").
+    assert cfg.model.dt == (4.0e-3 if task == "yesno_sc" and chip_name != "lif" else 8.0e-3)
     # The block signs are exact for the last 10 epochs on H1v2, and on H1v1 at that 4 ms step
     # (docs/accuracy.md, "Hardening before the end"); the other chip networks harden at the end.
     hard = chip_name == "h1v2" or (task == "yesno_sc" and chip_name == "h1v1")
