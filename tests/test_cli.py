@@ -165,9 +165,10 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     assert cfg.data.bands_per_octave == (6 if chip_name == "lif" else 2)
     # And silence after the Speech Commands clips (docs/accuracy.md, "Silence after the clip ...").
     assert cfg.data.recording_duration_s == (1.2 if chip_name == "lif" and speech_commands else 1.0)
-    # The chips' yes / no networks are simulated at 4 ms (docs/accuracy.md, "The simulation step on
-    # H1v1" and "... on H1v2").
-    assert cfg.model.dt == (4.0e-3 if task == "yesno_sc" and chip_name != "lif" else 8.0e-3)
+    # The chips' yes / no networks and H1v2's FSDD network are simulated at 4 ms (docs/accuracy.md,
+    # "The simulation step on H1v1" and "... on H1v2").
+    fine_step = (task == "yesno_sc" and chip_name != "lif") or (task == "digits_fsdd" and chip_name == "h1v2")
+    assert cfg.model.dt == (4.0e-3 if fine_step else 8.0e-3)
     # The block signs are exact for the last 10 epochs on H1v2, and on H1v1 at that 4 ms step
     # (docs/accuracy.md, "Hardening before the end"); the other chip networks harden at the end.
     hard = chip_name == "h1v2" or (task == "yesno_sc" and chip_name == "h1v1")
@@ -176,6 +177,20 @@ def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     assert cfg.model.quantization_bit == (5 if deployable else None)
     assert (cfg.variant.sign_annealing is not None) == deployable
     assert cfg.model.ileak_mismatch == (variant == "mismatch")
+
+
+def test_h1v2_embedded_digits_take_fsdd_sizes_at_the_tutorial_step():
+    """The embedded corpus's digits on H1v2 take FSDD's sizes and signs schedule, but not its 4 ms step,
+    which was chosen on FSDD's unheard speakers only (conf/tuning/digits_embedded/h1v2.yaml)."""
+    fsdd, embedded = (
+        compose_config([f"experiment={t}", "chip=h1v2", "paths.output_dir=x"])
+        for t in ("digits_fsdd", "digits_embedded")
+    )
+    assert (fsdd.model.dt, embedded.model.dt) == (4.0e-3, 8.0e-3)
+    sizes = [
+        (c.model.hidden_size, c.model.out_population, c.trainer.hard_sign_epochs) for c in (fsdd, embedded)
+    ]
+    assert sizes == [(150, 5, 10)] * 2
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
