@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nwtrain.core.quant import BinaryQuantizer, FixedPointQuantizer, RangeQuantizer, TernaryQuantizer
+from nwtrain.core.topology import violating_blocks
 from nwtrain.layers import H1v1Frontend, H1v1Synapse, H1v2Synapse, LIFSynapse, prepare_net
 
 ALL = [
@@ -26,6 +27,19 @@ def test_five_bits_give_32_levels_over_the_h1v1_range():
     assert torch.unique(wq).numel() == 32
     assert wq.min() == levels[0] and wq.max() == levels[-1]
     assert ((wq - w).abs()[w.abs() <= 0.9] <= q.step / 2 + 1e-6).all()
+
+
+@pytest.mark.parametrize("q", [RangeQuantizer(5, 0.9), RangeQuantizer(5, 1.66), RangeQuantizer(4, 1.0)], ids=repr)
+def test_a_range_grid_keeps_the_sign_of_the_smallest_weights(q):
+    """Zero is not a level of an even grid: a weight too small to move ``w + limit`` in float32 programs to
+    the level next to zero on its own side, so a sign-uniform block stays uniform on the chip (a trained
+    H1v1 block once programmed a 2.6e-8 to -0.029 next to four positive weights)."""
+    w = torch.tensor([2.6e-8, 1e-12, 5e-6, 0.0, -1e-12, -2.6e-8, -5e-6])
+    wq = q(w)
+    assert (wq[:4] > 0).all() and (wq[4:] < 0).all()
+    torch.testing.assert_close(wq.abs(), torch.full_like(wq, q.step / 2))
+    block = torch.tensor([[0.24106495, 0.08141389, 0.09132421, 0.33625215, 2.6448969e-08]])
+    assert not violating_blocks(q(block)) and not violating_blocks(q(-block))
 
 
 @pytest.mark.parametrize("q", ALL, ids=repr)

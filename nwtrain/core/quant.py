@@ -86,8 +86,12 @@ class RangeQuantizer(Quantizer):
         self.step = 2.0 * self.limit / (self.n_levels - 1)
 
     def export(self, w):
-        codes = torch.round((w.detach() + self.limit) / self.step).clamp_(0, self.n_levels - 1)
-        return QuantizedWeights(codes.to(torch.int32), self.step, -self.limit)
+        # The nearest level, counted from zero rather than from -limit: 2**bits levels sit at the odd
+        # multiples of step / 2, so it is floor(w / step) levels above the first positive one. Counted from
+        # -limit, a weight too small to change w + limit in floating point (2.6e-8 against 0.9) rounds to
+        # either level next to zero and can break a sign-uniform block on the chip.
+        codes = torch.floor(w.detach() / self.step) + self.n_levels // 2
+        return QuantizedWeights(codes.clamp_(0, self.n_levels - 1).to(torch.int32), self.step, -self.limit)
 
     def pass_mask(self, w):
         return w.abs() <= self.limit
