@@ -29,7 +29,10 @@ def test_five_bits_give_32_levels_over_the_h1v1_range():
     assert ((wq - w).abs()[w.abs() <= 0.9] <= q.step / 2 + 1e-6).all()
 
 
-@pytest.mark.parametrize("q", [RangeQuantizer(5, 0.9), RangeQuantizer(5, 1.66), RangeQuantizer(4, 1.0)], ids=repr)
+EVEN_GRIDS = [RangeQuantizer(5, 0.9), RangeQuantizer(5, 1.66), RangeQuantizer(4, 1.0)]
+
+
+@pytest.mark.parametrize("q", EVEN_GRIDS, ids=repr)
 def test_a_range_grid_keeps_the_sign_of_the_smallest_weights(q):
     """Zero is not a level of an even grid: a weight too small to move ``w + limit`` in float32 programs to
     the level next to zero on its own side, so a sign-uniform block stays uniform on the chip (a trained
