@@ -35,6 +35,8 @@ OmegaConf.register_new_resolver("nwtrain.project_root", lambda: str(PROJECT_ROOT
 OmegaConf.register_new_resolver(
     "nwtrain.anneal_epochs", lambda epochs, hard: max(int(epochs) - int(hard), 1), replace=True
 )
+# variant.stddev: the chip's measured synaptic stddev times the variant's training margin over it.
+OmegaConf.register_new_resolver("nwtrain.mul", lambda a, b: float(a) * float(b), replace=True)
 REAL_DATA_ENV = "NWTRAIN_REAL_DATA"
 
 _PLAIN_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
@@ -151,6 +153,7 @@ def validate_config(cfg: DictConfig) -> None:
     _number(cfg, "model.frontend_gain", optional=True)
     _number(cfg, "model.quantization_bit", low=1, high=16, integer=True, optional=True)
     _check_quantisation(cfg)
+    _number(cfg, "variant.stddev_margin", low=0, optional=True)
     _number(cfg, "model.stddev", low=0)
     _check_design_rules(cfg, spec)
     _check_budget(cfg, spec, names)

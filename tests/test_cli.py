@@ -120,6 +120,16 @@ def test_variants_match_tutorial4(experiment, bits, lam_topology, stddev, ileak)
     assert (cfg.model.stddev, cfg.model.ileak_mismatch) == (stddev, ileak)
 
 
+@pytest.mark.parametrize(
+    ("experiment", "margin", "stddev"),
+    [("yesno_h1v1_mismatch", 1.5, 0.03), ("yesno_h1v1_mismatch", 0, 0.0), ("yesno_h1v2_mismatch", 2, 0.0)],
+)
+def test_the_mismatch_margin_scales_the_chips_synaptic_stddev(experiment, margin, stddev):
+    cfg = compose_config([f"experiment={experiment}", f"variant.stddev_margin={margin}"])
+    assert cfg.model.stddev == pytest.approx(stddev)
+    assert cfg.model.ileak_mismatch
+
+
 @pytest.mark.parametrize("experiment", REAL_SPEECH)
 def test_real_speech_experiments_compose_with_the_accuracy_recipe(experiment):
     cfg = compose_config([f"experiment={experiment}", "paths.output_dir=unused"])

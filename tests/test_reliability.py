@@ -264,6 +264,10 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_
         (["data.sim_time_s=0.004"], "data.sim_time_s: 0.004 s differs from model.dt"),
         (["chip=lif"], "variant.ileak_mismatch: True: the LIF baseline has no leak mismatch model"),
         (
+            ["experiment=yesno_h1v1_mismatch", "variant.stddev_margin=-1"],
+            "variant.stddev_margin: -1 is out of range: must be >= 0",
+        ),
+        (
             ["experiment=yesno_h1v2_plain", "variant.stddev=0.02"],
             "variant.stddev: 0.02: H1v2 has no synaptic mismatch model; stddev is an option of H1v1",
         ),
