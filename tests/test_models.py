@@ -133,6 +133,8 @@ def test_weight_limits_are_the_chip_ranges():
             dict(chip="h1v2", frontend_delays_s=[0.0, 8e-3]),
             r"frontend_delays_s=\[0.0, 0.008\]: H1v2 has no synaptic delays",
         ),
+        (dict(dropout=1.0), r"dropout must be a probability in \[0, 1\), got 1.0"),
+        (dict(dropout=-0.1), r"dropout must be a probability in \[0, 1\), got -0.1"),
     ],
 )
 def test_invalid_arguments_are_named(kwargs, message):
@@ -178,6 +180,42 @@ def test_deeper_network_with_heterogeneous_taus_and_an_output_population(chip_na
     groups = net.param_groups(1e-5, 1e-3)
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
     assert len(net.dense_synapses()) == 3
+
+
+@pytest.mark.parametrize("chip_name", CHIPS)
+def test_dropout_thins_the_spikes_into_each_routed_synapse_in_training_only(chip_name):
+    net = make(chip_name, recurrent=True, input_gain=40.0, dropout=0.25)
+    x = features(batch=16, steps=60)
+    plain = make(chip_name, recurrent=True, input_gain=40.0)
+    plain.eval()
+    net.eval()
+    torch.testing.assert_close(
+        net(x, torch.Generator().manual_seed(3)), plain(x, torch.Generator().manual_seed(3))
+    )
+
+    net.train()
+    seen = {}
+    for name in ("hidden", "out"):
+        synapse = getattr(net, f"syn_{name}")
+        synapse.register_forward_hook(
+            lambda m, args, out, name=name: seen.__setitem__(name, args[0].detach())
+        )
+    net(x, torch.Generator().manual_seed(5))
+    spikes = {"hidden": net.traces["frontend"].detach(), "out": net.traces["hidden"].detach()}
+    for name, into in seen.items():
+        fired = spikes[name] > 0
+        assert fired.sum() > 200, name
+        values = into[fired]
+        assert bool(((values == 0) | torch.isclose(values, torch.tensor(1 / 0.75))).all()), name
+        kept = (values > 0).float().mean().item()
+        assert kept == pytest.approx(0.75, abs=0.05), name
+        assert bool((into[~fired] == 0).all()), name
+    again = net(x, torch.Generator().manual_seed(5))
+    first = dict(seen)
+    net(x, torch.Generator().manual_seed(5))
+    assert all(torch.equal(first[n], seen[n]) for n in first)
+    again.sum().backward()
+    assert net.syn_hidden.weight.grad is not None and net.syn_hidden.weight.grad.abs().sum() > 0
 
 
 def test_model_options_are_checked():

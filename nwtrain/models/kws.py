@@ -80,9 +80,11 @@ def recurrence(core_ids: torch.Tensor, quantization_bit: int | None, stddev: flo
 
 def check_options(
     spec, sizes, taus, out_population, clamp_grad, frontend_delays_s, recurrent, adaptation_taus_s, stddev,
-    ileak_mismatch,
+    ileak_mismatch, dropout,
 ) -> None:  # fmt: skip
     """ValueError (or the chip's ``DesignRuleError``) for options ``KWSNet`` cannot build on ``spec``."""
+    if isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     if len(taus) != len(sizes) + 2:
         raise ValueError(
             f"taus needs {len(sizes) + 2} entries (frontend, {len(sizes)} hidden, out), got {list(taus)}"
@@ -142,6 +144,15 @@ def neuron_builder(parts, dt: float, spike_grad: Surrogate, clamp_grad: float, d
     return layer
 
 
+def drop_spikes(spikes: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Dropout on a spike train, for training: each spike kept with probability ``1 - p`` and scaled by
+    ``1 / (1 - p)``, so the synapse's mean drive is the one it gets at evaluation, where nothing is
+    dropped. The mask is drawn from ``generator`` (None: torch's global one) on its device."""
+    generator = generator if generator is not None else torch.default_generator
+    keep = torch.rand(spikes.shape, generator=generator, device=generator.device) >= p
+    return spikes * keep.to(spikes.device) / (1.0 - p)
+
+
 def uniform_init(bound: float):
     """Uniform(-bound, bound), the dense weights' init when ``dense_init_bound`` is set."""
     return lambda w: nn.init.uniform_(w, -bound, bound)
@@ -183,6 +194,10 @@ class KWSNet(nn.Module):
     ``adaptation_taus_s`` (LIF only; None: none) gives every hidden neuron an adaptation current of these
     time constants in s (``AdLIFLayer``, adLIF), one value or a list cycled over the layer's neurons.
 
+    ``dropout`` (training only; 0: none) drops each spike entering a routed synapse, the hidden and output
+    layers' inputs, with this probability (``drop_spikes``), a regulariser for a network that fits its
+    training set; the deployed network is the same.
+
     ``placement`` is the network on the chip's cores (``nwtrain.chips.placement.place``). A network that
     does not fit raises ValueError naming the budget, unless ``fit_chip`` is False (a plain, not
     deployable model), which warns instead.
@@ -214,6 +229,7 @@ class KWSNet(nn.Module):
         recurrent: bool = False,
         adaptation_taus_s: float | Sequence[float] | None = None,
         quantizer: Quantizer | None = None,
+        dropout: float = 0.0,
         fit_chip: bool = True,
         device=None,
     ):
@@ -222,12 +238,12 @@ class KWSNet(nn.Module):
         sizes = hidden_sizes(hidden_size)
         check_options(
             spec, sizes, taus, out_population, clamp_grad, frontend_delays_s, recurrent, adaptation_taus_s,
-            stddev, ileak_mismatch,
+            stddev, ileak_mismatch, dropout,
         )  # fmt: skip
         self.chip, self.recurrent = chip, bool(recurrent)
         self.n_channels, self.n_classes = int(n_channels), int(n_classes)
         self.hidden_size, self.out_population = (sizes[0] if len(sizes) == 1 else sizes), int(out_population)
-        self.dt, self.input_gain = float(dt), float(input_gain)
+        self.dt, self.input_gain, self.dropout = float(dt), float(input_gain), float(dropout)
         self.layer_names = layer_names(len(sizes))
         self.placement = place_layers(
             spec, self.layer_names[1:], [*sizes, n_classes * out_population], fit_chip
@@ -259,6 +275,8 @@ class KWSNet(nn.Module):
         if self.delays is not None:
             spk = self.delays(spk)
         for name in self.layer_names[1:]:
+            if self.training and self.dropout:
+                spk = drop_spikes(spk, self.dropout, generator)
             spk, _ = getattr(self, name)(getattr(self, f"syn_{name}")(spk))
             self.traces[name] = spk
         if self.out_population == 1:

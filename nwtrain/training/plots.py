@@ -212,6 +212,7 @@ def write_run_plots(
         objective.loss_name,
     )
     x, y = next(iter(val_loader))[:2]
+    model.eval()  # the raster shows the network as evaluated: no training-time dropout
     with torch.no_grad():
         out = model(x[:1].to(device), torch.Generator().manual_seed(seed))
         spikes = {name: spk[0].cpu().numpy() for name, spk in model.traces.items()}
