@@ -135,6 +135,7 @@ def test_weight_limits_are_the_chip_ranges():
         ),
         (dict(dropout=1.0), r"dropout must be a probability in \[0, 1\), got 1.0"),
         (dict(dropout=-0.1), r"dropout must be a probability in \[0, 1\), got -0.1"),
+        (dict(dropout="0.2"), r"dropout must be a probability in \[0, 1\), got '0.2'"),
     ],
 )
 def test_invalid_arguments_are_named(kwargs, message):

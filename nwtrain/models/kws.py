@@ -83,7 +83,7 @@ def check_options(
     ileak_mismatch, dropout,
 ) -> None:  # fmt: skip
     """ValueError (or the chip's ``DesignRuleError``) for options ``KWSNet`` cannot build on ``spec``."""
-    if isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     if len(taus) != len(sizes) + 2:
         raise ValueError(
