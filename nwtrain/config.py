@@ -173,6 +173,7 @@ def validate_config(cfg: DictConfig) -> None:
     _number(cfg, "optim.lr_frontend", low=0)
     _number(cfg, "optim.lr_core", low=0, low_open=True)
     _check_trainer(cfg)
+    _check_weight_average(cfg, spec)
     if not _get(cfg, "paths.output_dir"):
         raise ConfigError("paths.output_dir", "is not set: outside a Hydra run, set it to the run folder")
 
@@ -189,6 +190,23 @@ def _check_trainer(cfg: DictConfig) -> None:
     _number(cfg, "trainer.limit_eval_batches", low=1, integer=True, optional=True)
     _number(cfg, "trainer.num_threads", low=1, integer=True, optional=True)
     trainer_device(cfg)
+
+
+def _check_weight_average(cfg: DictConfig, spec: ChipSpec) -> None:
+    """``trainer.ema_decay`` in (0, 1), and not on a chip whose blocks of weights share a sign: the average
+    of weights whose signs moved during training can mix them."""
+    key = "trainer.ema_decay"
+    decay = _number(cfg, key, low=0, low_open=True, high=1, optional=True)
+    if decay is None:
+        return
+    if decay == 1:
+        raise ConfigError(origin(cfg, key), "1 is out of range: a decay of 1 never averages; must be < 1")
+    if spec.sign_blocks:
+        raise ConfigError(
+            origin(cfg, key),
+            f"{decay}: {spec.label}'s weights share a sign in blocks, and an average of weights whose signs "
+            f"moved can mix them; use null on {spec.label}",
+        )
 
 
 def _check_quantisation(cfg: DictConfig) -> None:

@@ -43,6 +43,7 @@ from nwtrain.data import AudioFileError
 from nwtrain.errors import CheckpointError, ConfigError, DataError
 from nwtrain.models import KWSNet
 from nwtrain.training.annealing import load_annealed_state
+from nwtrain.training.averaging import WeightAverage
 from nwtrain.training.checkpoint import load_checkpoint
 from nwtrain.training.divergence import DivergenceMonitor
 from nwtrain.training.loop import (
@@ -282,6 +283,8 @@ def build_run(cfg: DictConfig, model: KWSNet, data: Data, device, ckpt_dir, ckpt
         instantiate(cfg.init)(model, first.to(device), generator=torch.Generator().manual_seed(seed))
     # Before the optimiser: SignAnnealing parametrises the weights, and the optimiser holds the originals.
     annealer = instantiate(cfg.variant.sign_annealing)(model) if cfg.variant.sign_annealing else None
+    ema_decay = cfg.trainer.get("ema_decay")
+    average = WeightAverage(model, ema_decay) if ema_decay is not None else None
     optimizer = instantiate(cfg.optim.optimizer)(model.param_groups(cfg.optim.lr_frontend, cfg.optim.lr_core))
     # Built before a checkpoint's optimiser state is loaded: it takes the configured rates as its base.
     schedule = instantiate(cfg.optim.scheduler)(optimizer) if cfg.optim.get("scheduler") else None
@@ -290,7 +293,7 @@ def build_run(cfg: DictConfig, model: KWSNet, data: Data, device, ckpt_dir, ckpt
     state = (
         TrainState()
         if ckpt is None
-        else restore(ckpt, cfg.ckpt_path, model, optimizer, mismatch, data.classes, lrs)
+        else restore(ckpt, cfg.ckpt_path, model, optimizer, mismatch, data.classes, lrs, average)
     )
     weights = loss_weights(cfg.loss)
     logger = cfg.logger
@@ -319,6 +322,7 @@ def build_run(cfg: DictConfig, model: KWSNet, data: Data, device, ckpt_dir, ckpt
         checkpoint_extra={},
         schedule=schedule,
         annealer=annealer,
+        average=average,
         mismatch=mismatch,
         divergence=DivergenceMonitor(cfg.trainer.epochs, model.layer_names[-1]),
         test_loader=data.loaders.get("test"),

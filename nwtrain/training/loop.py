@@ -14,6 +14,7 @@ import random
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from nwtrain.errors import DivergenceError, NonFiniteLossError, TrainingInterrup
 from nwtrain.models import KWSNet
 from nwtrain.training import plots
 from nwtrain.training.annealing import SignAnnealing
+from nwtrain.training.averaging import WeightAverage
 from nwtrain.training.checkpoint import atomic_write_json, on_cpu, save_checkpoint
 from nwtrain.training.divergence import CLAMP_KEY, DivergenceMonitor, clamped_fraction
 from nwtrain.training.evaluation import EVAL_SEED_OFFSETS, evaluate, warn_if_silent
@@ -86,6 +88,7 @@ class Run:
     checkpoint_extra: dict
     schedule: CosineSchedule | None = None
     annealer: SignAnnealing | None = None
+    average: WeightAverage | None = None  # trainer.ema_decay: scored and saved in place of the weights
     mismatch: torch.Generator = field(default_factory=torch.Generator)
     divergence: DivergenceMonitor | None = None
     # What finish() reports and tests on.
@@ -205,6 +208,8 @@ def train_epoch(run: Run, batches: list[list[int]], stop: StopOnSignal) -> None:
         loss, terms, spikes = train_step(
             run.model, x, y, run.optimizer, run.weights, run.limits.grad_clip, run.mismatch, where
         )
+        if run.average is not None:
+            run.average.update(run.model)
         accumulate(state.sums, loss, terms, spikes, run.model, y, run.objective)
         state.batch += 1
         run.tracker.batch_done(loss.item())
@@ -214,20 +219,33 @@ def train_epoch(run: Run, batches: list[list[int]], stop: StopOnSignal) -> None:
 
 
 def validate(run: Run) -> dict:
-    return evaluate(
-        run.model,
-        run.val_loader,
-        device=run.device,
-        seed=run.seed + EVAL_SEED_OFFSETS["val"],
-        limit=run.limits.limit_eval_batches,
-        objective=run.objective,
-    )
+    with scored(run) as model:
+        return evaluate(
+            model,
+            run.val_loader,
+            device=run.device,
+            seed=run.seed + EVAL_SEED_OFFSETS["val"],
+            limit=run.limits.limit_eval_batches,
+            objective=run.objective,
+        )
+
+
+def scored(run: Run):
+    """The run's model with the weights it is scored and saved with: the average of ``trainer.ema_decay``,
+    or its own."""
+    return run.average.applied(run.model) if run.average is not None else nullcontext(run.model)
 
 
 def snapshot(run: Run) -> dict:
     """The checkpoint of the run as it stands: a copy, its tensors on the CPU whatever the run's device (a
-    best epoch kept in memory holds no GPU memory, and the files load anywhere)."""
-    return on_cpu({**run.state.payload(run.model, run.optimizer, run.mismatch), **run.checkpoint_extra})
+    best epoch kept in memory holds no GPU memory, and the files load anywhere). With a weight average,
+    ``model`` is the average (what was scored, and what eval, export and predict load) and
+    ``trained_model`` the weights training goes on from."""
+    payload = on_cpu({**run.state.payload(run.model, run.optimizer, run.mismatch), **run.checkpoint_extra})
+    if run.average is None:
+        return payload
+    with scored(run) as model:
+        return {**payload, "trained_model": payload["model"], "model": on_cpu(model.state_dict())}
 
 
 def save_both(run: Run) -> None:

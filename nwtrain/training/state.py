@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nwtrain.errors import CheckpointError, ConfigError
 from nwtrain.training.annealing import load_annealed_state
+from nwtrain.training.averaging import WeightAverage
 from nwtrain.training.checkpoint import capture_rng, restore_rng
 
 CHECKPOINT_DIR = "checkpoints"
@@ -135,16 +136,26 @@ def resume_changes(ckpt: dict, path, cfg: DictConfig) -> dict[str, list]:
 
 
 def restore(
-    ckpt: dict, path, model, optimizer, generator, classes: list[str], lrs: dict[str, float]
+    ckpt: dict,
+    path,
+    model,
+    optimizer,
+    generator,
+    classes: list[str],
+    lrs: dict[str, float],
+    average: WeightAverage | None = None,
 ) -> TrainState:
     """The training state of ``ckpt``; the optimiser's parameter groups take the configured learning rates
-    ``lrs`` (by group name), which a resumed run may have changed."""
+    ``lrs`` (by group name), which a resumed run may have changed. With a weight ``average``, the model
+    takes the trained weights and the average the checkpoint's ``model``."""
     if ckpt["classes"] != classes:
         raise CheckpointError(
             f"checkpoint {path} was trained on classes {ckpt['classes']}, the data has {classes}"
         )
     try:
-        load_annealed_state(model, ckpt["model"])
+        load_annealed_state(model, ckpt.get("trained_model", ckpt["model"]))
+        if average is not None:
+            average.load(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from None
