@@ -1,18 +1,13 @@
-"""The weight average (``trainer.ema_decay``): its recurrence, what it scores and saves, resume, and the
-configs that refuse it."""
-
-import json
+"""The weight average (``trainer.ema_decay``): its recurrence and the configs that refuse it (what a run
+scores and saves with it, and its resume: tests/test_runner.py)."""
 
 import pytest
 import torch
-from cli_helpers import compose_config, deterministic, read_jsonl, tiny_cache, tiny_overrides
+from cli_helpers import compose_config
 
-from nwtrain.cli.evaluate import evaluate_checkpoint
 from nwtrain.config import validate_config
 from nwtrain.errors import ConfigError
-from nwtrain.runs import train
 from nwtrain.training.averaging import WeightAverage
-from nwtrain.training.checkpoint import load_checkpoint
 
 
 def _linear(value: float) -> torch.nn.Linear:
@@ -58,80 +53,6 @@ def test_loading_an_average_that_lacks_a_weight_is_named():
     average = WeightAverage(_linear(0.0), 0.9)
     with pytest.raises(KeyError, match="lack"):
         average.load({"weight": torch.zeros(2, 3)})
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tiny_cache(tmp_path_factory)
-
-
-@pytest.fixture
-def run(cache, tmp_path):
-    def _run(name, *overrides):
-        out = tmp_path / name
-        return train(
-            compose_config(
-                tiny_overrides(
-                    cache,
-                    f"paths.output_dir={out}",
-                    "logger=jsonl",
-                    "experiment=yesno_lif",
-                    "trainer.ema_decay=0.9",
-                    *overrides,
-                )
-            )
-        )
-
-    return _run
-
-
-def test_validation_and_the_saved_model_are_the_average(run, tmp_path, cache):
-    """The best epoch's validation loss, as the run recorded it, is what ``nwtrain-eval`` measures on the
-    best checkpoint: validation scored the weights the checkpoint gives every later command, the average,
-    not the trained weights it also holds."""
-    summary = run("a", "trainer.epochs=2")
-    best = load_checkpoint(tmp_path / "a" / "checkpoints" / "best.ckpt")
-    assert best["model"].keys() == best["trained_model"].keys()
-    assert any(not torch.equal(best["model"][k], best["trained_model"][k]) for k in best["trained_model"])
-    cfg = compose_config(
-        [
-            f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'best.ckpt'}",
-            f"paths.output_dir={tmp_path / 'eval'}",
-            f"paths.cache_dir={cache}",
-            "split=val",
-        ],
-        config_name="eval",
-    )
-    measured = evaluate_checkpoint(cfg)
-    record = read_jsonl(tmp_path / "a" / "metrics.jsonl")[summary["best_epoch"] - 1]
-    assert measured["acc"] == summary["best_val_acc"] == record["accuracy/val"]
-    assert measured["loss"] == pytest.approx(record["loss/val_cross_entropy"], rel=1e-6)
-    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert report["splits"]["val"]["loss"] == measured["loss"]
-
-
-def test_a_resumed_run_averages_as_an_uninterrupted_one(run, tmp_path):
-    straight = run("straight", "trainer.epochs=3")
-    run("first", "trainer.epochs=1")
-    resumed = run(
-        "resumed", "trainer.epochs=3", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"
-    )
-    assert deterministic(read_jsonl(tmp_path / "resumed" / "metrics.jsonl")) == deterministic(
-        read_jsonl(tmp_path / "straight" / "metrics.jsonl")
-    )
-    for key in ("best_val_acc", "best_epoch", "test_acc", "test_confusion"):
-        assert resumed[key] == straight[key]
-    a, b = (load_checkpoint(tmp_path / n / "checkpoints" / "last.ckpt") for n in ("straight", "resumed"))
-    for part in ("model", "trained_model"):
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
-
-
-def test_resume_refuses_a_changed_decay(run, tmp_path):
-    run("first")
-    with pytest.raises(ConfigError, match=r"trainer\.ema_decay: 0\.9 -> 0\.99"):
-        run(
-            "other", "trainer.ema_decay=0.99", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"
-        )
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ every experiment for one epoch, and the sweep summary."""
 import json
 
 import pytest
+import torch
 from cli_helpers import compose_config, deterministic, read_jsonl, tiny_cache, tiny_overrides
 from omegaconf import OmegaConf
 
@@ -110,6 +111,62 @@ def test_a_checkpoint_from_before_the_objective_setting_resumes(run, tmp_path):
         match=r"loss\.objective\._target_: None -> 'nwtrain\.training\.objectives\.RateRegression'",
     ):
         run("other", "loss=rate_regression", "trainer.epochs=2", f"ckpt_path={old_ckpt}")
+
+
+# A run on the LIF baseline (no sign blocks) with a weight average.
+EMA = ("experiment=yesno_lif", "trainer.ema_decay=0.9")
+
+
+def test_a_weight_average_is_what_validation_and_the_checkpoints_score(run, tmp_path, cache):
+    """The best epoch's validation loss, as the run recorded it, is what ``nwtrain-eval`` measures on the
+    best checkpoint: validation scored the weights the checkpoint gives every later command, the average,
+    not the trained weights it also holds."""
+    summary = run("a", *EMA, "trainer.epochs=2")
+    best = load_checkpoint(tmp_path / "a" / "checkpoints" / "best.ckpt")
+    assert best["model"].keys() == best["trained_model"].keys()
+    assert any(not torch.equal(best["model"][k], best["trained_model"][k]) for k in best["trained_model"])
+    cfg = compose_config(
+        [
+            f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'best.ckpt'}",
+            f"paths.output_dir={tmp_path / 'eval'}",
+            f"paths.cache_dir={cache}",
+            "split=val",
+        ],
+        config_name="eval",
+    )
+    measured = evaluate_checkpoint(cfg)
+    record = read_jsonl(tmp_path / "a" / "metrics.jsonl")[summary["best_epoch"] - 1]
+    assert measured["acc"] == summary["best_val_acc"] == record["accuracy/val"]
+    assert measured["loss"] == pytest.approx(record["loss/val_cross_entropy"], rel=1e-6)
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["splits"]["val"]["loss"] == measured["loss"]
+
+
+def test_a_resumed_weight_average_matches_an_uninterrupted_run(run, tmp_path):
+    straight = run("straight", *EMA, "trainer.epochs=3")
+    run("first", *EMA, "trainer.epochs=1")
+    resumed = run(
+        "resumed", *EMA, "trainer.epochs=3", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"
+    )
+    assert deterministic(read_jsonl(tmp_path / "resumed" / "metrics.jsonl")) == deterministic(
+        read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    )
+    for key in ("best_val_acc", "best_epoch", "test_acc", "test_confusion"):
+        assert resumed[key] == straight[key]
+    a, b = (load_checkpoint(tmp_path / n / "checkpoints" / "last.ckpt") for n in ("straight", "resumed"))
+    for part in ("model", "trained_model"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+
+
+def test_resume_refuses_a_changed_weight_average_decay(run, tmp_path):
+    run("first", *EMA)
+    with pytest.raises(ConfigError, match=r"trainer\.ema_decay: 0\.9 -> 0\.99"):
+        run(
+            "other",
+            *EMA,
+            "trainer.ema_decay=0.99",
+            f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
+        )
 
 
 def test_early_stopping_after_patience_epochs_without_gain(run):
