@@ -200,7 +200,9 @@ def _check_weight_average(cfg: DictConfig, spec: ChipSpec) -> None:
     if decay is None:
         return
     if decay == 1:
-        raise ConfigError(origin(cfg, key), "1 is out of range: a decay of 1 never averages; must be < 1")
+        raise ConfigError(
+            origin(cfg, key), "1 is out of range: a decay of 1 keeps the initial weights; must be < 1"
+        )
     if spec.sign_blocks:
         raise ConfigError(
             origin(cfg, key),
