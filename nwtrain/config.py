@@ -76,7 +76,7 @@ def _get(cfg: DictConfig, key: str):
         raise ConfigError(origin(cfg, key), str(e).splitlines()[0]) from None
 
 
-def _number(cfg, key, *, low=None, high=None, low_open=False, optional=False, integer=False):
+def _number(cfg, key, *, low=None, high=None, low_open=False, high_open=False, optional=False, integer=False):
     value = _get(cfg, key)
     if value is None and optional:
         return None
@@ -86,8 +86,10 @@ def _number(cfg, key, *, low=None, high=None, low_open=False, optional=False, in
     if not math.isfinite(value):
         raise ConfigError(origin(cfg, key), f"must be finite, got {value!r}")
     too_low = low is not None and (value <= low if low_open else value < low)
-    if too_low or (high is not None and value > high):
-        bounds = f"{'>' if low_open else '>='} {low}" if high is None else f"in {low}..{high}"
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        above = f"{'>' if low_open else '>='} {low}"
+        bounds = above if high is None else f"{above} and < {high}" if high_open else f"in {low}..{high}"
         raise ConfigError(origin(cfg, key), f"{value!r} is out of range: must be {bounds}")
     return value
 
@@ -166,6 +168,7 @@ def validate_config(cfg: DictConfig) -> None:
     _number(cfg, "loss.lam_topology", low=0)
     _number(cfg, "loss.lam_fr", low=0)
     _number(cfg, "loss.target_fr", low=0, high=1)
+    _number(cfg, "loss.objective.label_smoothing", low=0, high=1, high_open=True, optional=True)
     unknown = [name for name in _get(cfg, "loss.fr_layers") if name not in names]
     if unknown:
         raise ConfigError("loss.fr_layers", f"unknown layers {unknown}; choose from {list(names)}")

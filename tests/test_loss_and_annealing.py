@@ -16,6 +16,7 @@ from nwtrain.metrics import accuracy
 from nwtrain.models.kws import KWSNet
 from nwtrain.optim import SignAnnealing, SignBlocks, bake_sign_blocks
 from nwtrain.training.annealing import exposed_parameters, load_annealed_state
+from nwtrain.training.objectives import Classification
 
 
 def synapse_with(w):
@@ -66,6 +67,25 @@ def test_accuracy_from_spike_counts():
     spikes[2, :3, 0] = 1
     spikes[3, :, 1] = 1
     assert accuracy(spikes, torch.tensor([0, 1, 1, 1])) == pytest.approx(0.75)
+
+
+def test_label_smoothing_trains_towards_the_smoothed_label_distribution():
+    spikes = torch.rand(3, 20, 4).round().requires_grad_()
+    labels = torch.tensor([0, 2, 3])
+    counts = spikes.sum(dim=1)
+    target = torch.full((3, 4), 0.1 / 4).scatter_add(1, labels[:, None], torch.full((3, 1), 0.9))
+    expected = -(target * counts.log_softmax(dim=1)).sum(dim=1).mean()
+    torch.testing.assert_close(Classification(label_smoothing=0.1).loss(spikes, labels), expected)
+    plain = -counts.log_softmax(dim=1).gather(1, labels[:, None]).mean()
+    torch.testing.assert_close(Classification().loss(spikes, labels), plain)
+    x = torch.rand(2, 6, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s: Classification(label_smoothing=0.2).loss(s, labels[:2]), (x,))
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.0])
+def test_label_smoothing_outside_zero_to_one_is_refused(smoothing):
+    with pytest.raises(ValueError, match=rf"label_smoothing must be in \[0, 1\), got {smoothing}"):
+        Classification(label_smoothing=smoothing)
 
 
 TUTORIAL2 = Path(__file__).parent / "tutorials" / "tutorial2_h1v2.py"

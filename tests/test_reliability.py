@@ -275,6 +275,10 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_
         (["trainer.epochs=0"], "trainer.epochs: 0 is out of range"),
         (["trainer.device=tpu"], "trainer.device: unknown device 'tpu'"),
         (["loss.fr_layers=[out,middle]"], "loss.fr_layers: unknown layers ['middle']"),
+        (
+            ["+loss.objective.label_smoothing=1.0"],
+            "loss.objective.label_smoothing: 1.0 is out of range: must be >= 0 and < 1",
+        ),
         (["model.hidden_size=[8,0]"], "model.hidden_size.1: 0 is out of range: must be >= 1"),
         (["model.hidden_size=[]"], "model.hidden_size: is an empty list"),
         (["model.hidden_size=[8,8]"], "model.taus: needs 4 entries, one per layer"),

@@ -16,14 +16,24 @@ from nwtrain.training.metrics import spike_counts
 
 
 class Classification:
-    """Cross entropy on each class's output spike count over the clip; the score is accuracy."""
+    """Cross entropy on each class's output spike count over the clip; the score is accuracy.
+
+    ``label_smoothing`` in [0, 1) trains towards 1 - s on the label and s / K spread over all K classes
+    (torch's ``cross_entropy``): spike counts are logits of tens of spikes, and without it the loss keeps
+    pulling the winning count away from the others on clips the network already classifies.
+    """
 
     metric = "acc"  # the key of the score in evaluations and summaries (best_val_acc, test_acc)
     tag = "accuracy"  # its TensorBoard tag prefix (accuracy/train, accuracy/val)
     loss_name = "cross_entropy"
 
+    def __init__(self, label_smoothing: float = 0.0):
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
     def loss(self, spikes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(spike_counts(spikes), labels)
+        return F.cross_entropy(spike_counts(spikes), labels, label_smoothing=self.label_smoothing)
 
     def add_sums(self, sums: dict, spikes: torch.Tensor, labels: torch.Tensor) -> None:
         counts = spike_counts(spikes).detach()
